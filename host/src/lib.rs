@@ -1,0 +1,25 @@
+//! httpsd: a Prometheus HTTP service-discovery server whose target generators are
+//! WebAssembly components running in a sandbox.
+//!
+//! The module tree is the architecture:
+//!
+//! - [`runtime`]: the wasmtime sandbox. One engine per process, compiled components
+//!   cached by content hash (in memory and precompiled on disk), and per-run limits on
+//!   fuel, wall clock, memory and output. A failed run becomes a typed
+//!   [`runtime::GenError`] with a traceback.
+//! - [`targets`]: the target directory. Turns a request path into the generators under
+//!   it (no escape from the root), runs them concurrently, validates what they return
+//!   against what Prometheus accepts, and merges it in a deterministic order.
+//! - [`model`]: the target-group type shared by all of the above.
+//! - [`check`]: `httpsd check`, which runs every generator once and reports.
+//! - [`cli`]: the command line.
+//! - [`validate`]: what Prometheus accepts, checked before anything is cached.
+//! - [`units`]: parsing of durations and byte sizes in flags and manifests.
+
+pub mod check;
+pub mod cli;
+pub mod model;
+pub mod runtime;
+pub mod targets;
+pub mod units;
+pub mod validate;

@@ -1,0 +1,283 @@
+//! Compiled generators, cached so a job pays only for instantiation.
+//!
+//! Three levels, checked in order:
+//! 1. by path, while the file's size, mtime and inode (and its manifest's) are
+//!    unchanged: no read at all;
+//! 2. by content hash in memory: a file touched but not changed is not recompiled;
+//! 3. by content hash on disk (`<cache-dir>/<blake3>-<engine>.cwasm`): a restarted
+//!    process loads the precompiled artifact instead of compiling.
+//!
+//! A changed `.wasm` or manifest is picked up on the next run, without a restart.
+
+use super::error::{ErrorKind, GenError};
+use super::host::{GeneratorPre, RunState};
+use super::limits::Limits;
+use super::manifest::Manifest;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::Engine;
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
+
+/// Where a run's compiled component came from: the figure behind "a restart does not
+/// recompile".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Compiled from the `.wasm` now.
+    Compiled,
+    /// Loaded from the precompiled artifact on disk.
+    Artifact,
+    /// Already in this process's memory.
+    Memory,
+}
+
+/// A generator ready to instantiate, with its manifest applied.
+pub struct Loaded {
+    pub hash: String,
+    pub pre: GeneratorPre<RunState>,
+    /// The optional `check-params` export of the `generator-with-check` world.
+    pub check_export: Option<ComponentExportIndex>,
+    pub limits: Limits,
+    pub config: Arc<[(String, String)]>,
+    pub manifest: Manifest,
+    /// How this entry was produced, and how long that took.
+    pub origin: Origin,
+    pub load_time: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Option<Stamp>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Stamp {
+                len: m.len(),
+                modified: m.modified().ok(),
+                inode: m.ino(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+struct ByPath {
+    wasm: Stamp,
+    manifest: Option<Stamp>,
+    loaded: Arc<Loaded>,
+}
+
+struct Compiled {
+    pre: GeneratorPre<RunState>,
+    check_export: Option<ComponentExportIndex>,
+}
+
+pub struct ComponentCache {
+    engine: Engine,
+    linker: Linker<RunState>,
+    defaults: Limits,
+    dir: Option<PathBuf>,
+    /// Distinguishes artifacts of different wasmtime versions and engine settings.
+    engine_tag: String,
+    by_path: Mutex<HashMap<PathBuf, ByPath>>,
+    by_hash: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// One compile at a time: a burst of jobs for a new generator compiles it once.
+    compile_lock: tokio::sync::Mutex<()>,
+}
+
+impl ComponentCache {
+    pub fn new(
+        engine: Engine,
+        linker: Linker<RunState>,
+        defaults: Limits,
+        dir: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(ComponentCache {
+            engine_tag: format!("{:016x}", hasher.finish()),
+            engine,
+            linker,
+            defaults,
+            dir,
+            by_path: Mutex::new(HashMap::new()),
+            by_hash: Mutex::new(HashMap::new()),
+            compile_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The generator at `path`, compiled and with its manifest applied.
+    pub async fn load(&self, path: &Path) -> Result<Arc<Loaded>, GenError> {
+        let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
+        let manifest_path = Manifest::path_for(path);
+        let wasm_stamp = Stamp::of(path)
+            .map_err(|e| load_err(format!("cannot stat {}: {e}", path.display())))?
+            .ok_or_else(|| load_err(format!("{} does not exist", path.display())))?;
+        let manifest_stamp = Stamp::of(&manifest_path)
+            .map_err(|e| load_err(format!("cannot stat {}: {e}", manifest_path.display())))?;
+
+        if let Some(hit) = self.lookup(path, wasm_stamp, manifest_stamp) {
+            return Ok(hit);
+        }
+
+        let started = Instant::now();
+        let manifest = match manifest_stamp {
+            None => Manifest::default(),
+            Some(_) => {
+                let text = tokio::fs::read_to_string(&manifest_path)
+                    .await
+                    .map_err(|e| {
+                        load_err(format!("cannot read {}: {e}", manifest_path.display()))
+                    })?;
+                Manifest::parse(&text, &manifest_path).map_err(load_err)?
+            }
+        };
+        let limits = self
+            .defaults
+            .with_overrides(&manifest.limits)
+            .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
+
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| load_err(format!("cannot read {}: {e}", path.display())))?;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let (compiled, origin) = self.compiled(&hash, bytes, path).await?;
+
+        let loaded = Arc::new(Loaded {
+            hash,
+            pre: compiled.pre.clone(),
+            check_export: compiled.check_export,
+            limits,
+            config: manifest.config_pairs().into(),
+            manifest,
+            origin,
+            load_time: started.elapsed(),
+        });
+        self.remember(path, wasm_stamp, manifest_stamp, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn lookup(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>) -> Option<Arc<Loaded>> {
+        let map = self.by_path.lock().ok()?;
+        let entry = map.get(path)?;
+        (entry.wasm == wasm && entry.manifest == manifest).then(|| entry.loaded.clone())
+    }
+
+    fn remember(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>, loaded: Arc<Loaded>) {
+        let Ok(mut map) = self.by_path.lock() else {
+            return;
+        };
+        map.insert(
+            path.to_path_buf(),
+            ByPath {
+                wasm,
+                manifest,
+                loaded,
+            },
+        );
+        // Drop compiled versions no path refers to any more (old builds of a file).
+        let live: std::collections::HashSet<&str> =
+            map.values().map(|e| e.loaded.hash.as_str()).collect();
+        if let Ok(mut by_hash) = self.by_hash.lock() {
+            by_hash.retain(|h, _| live.contains(h.as_str()));
+        }
+    }
+
+    async fn compiled(
+        &self,
+        hash: &str,
+        bytes: Vec<u8>,
+        path: &Path,
+    ) -> Result<(Arc<Compiled>, Origin), GenError> {
+        let _guard = self.compile_lock.lock().await;
+        if let Some(found) = self.by_hash.lock().ok().and_then(|m| m.get(hash).cloned()) {
+            return Ok((found, Origin::Memory));
+        }
+        let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
+
+        let artifact = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_tag)));
+        let mut component = None;
+        let mut origin = Origin::Compiled;
+        if let Some(artifact) = artifact.as_ref().filter(|a| a.exists()) {
+            // SAFETY: the artifact was written by `Component::serialize` of an engine
+            // with the same compatibility hash (it is in the file name), into a cache
+            // directory this process created; a truncated or foreign file fails
+            // deserialisation's own checks and is recompiled below.
+            match unsafe { Component::deserialize_file(&self.engine, artifact) } {
+                Ok(c) => {
+                    component = Some(c);
+                    origin = Origin::Artifact;
+                }
+                Err(e) => {
+                    tracing::warn!(artifact = %artifact.display(), "discarding unusable precompiled artifact: {e:#}")
+                }
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let engine = self.engine.clone();
+                let c = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                    .await
+                    .map_err(|e| load_err(format!("compiler task failed: {e}")))?
+                    .map_err(|e| {
+                        load_err(format!(
+                            "not a valid WebAssembly component: {}",
+                            first_line(&format!("{e:#}"))
+                        ))
+                    })?;
+                if let Some(artifact) = &artifact
+                    && let Err(e) = write_artifact(&c, artifact)
+                {
+                    tracing::warn!(artifact = %artifact.display(), "cannot write precompiled artifact: {e:#}");
+                }
+                c
+            }
+        };
+
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            load_err(format!(
+                "component needs an import httpsd does not grant: {e:#}"
+            ))
+        })?;
+        let pre = GeneratorPre::new(instance_pre).map_err(|e| {
+            load_err(format!(
+                "component does not implement the httpsd:generator world (wit/generator.wit): {e:#}"
+            ))
+        })?;
+        let check_export = component.get_export_index(None, "check-params");
+        let compiled = Arc::new(Compiled { pre, check_export });
+        if let Ok(mut m) = self.by_hash.lock() {
+            m.insert(hash.to_string(), compiled.clone());
+        }
+        Ok((compiled, origin))
+    }
+}
+
+/// Writes atomically: a crash mid-write leaves no half artifact under the final name.
+fn write_artifact(component: &Component, path: &Path) -> wasmtime::Result<()> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,97 @@
+//! The one wasmtime [`Engine`] of a process, and the epoch ticker that gives the
+//! wall-clock limit its resolution.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of the wall-clock limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine: component model, fuel (the CPU budget), epoch interruption (the
+/// wall clock), the pooling allocator (instantiation without mmap per run), and
+/// backtraces with DWARF file:line for tracebacks.
+///
+/// `max_concurrent_runs` sizes the pool; the runtime never runs more at once.
+pub fn build(consume_fuel: bool, max_concurrent_runs: u32) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(consume_fuel)
+        .epoch_interruption(true)
+        // Enough frames to see through SDK glue into the author's code; a deep
+        // recursion is summarised by the traceback renderer.
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed)
+        // Deep but finite: the stack-overflow fixture must trap, not take the host.
+        .max_wasm_stack(1 << 20);
+
+    let runs = max_concurrent_runs.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(runs)
+        // A Rust component has a handful of core instances; componentize-py ones
+        // have more. These bound the pool's reservations, not what is committed.
+        .max_core_instances_per_component(50)
+        .total_core_instances(runs * 50)
+        .max_memories_per_component(8)
+        .total_memories(runs * 8)
+        .max_tables_per_component(16)
+        .total_tables(runs * 16)
+        .total_stacks(runs)
+        .table_elements(100_000)
+        .max_memory_size(4 << 30)
+        // Components such as componentize-py's hold a large vmctx.
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("httpsd-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Ticks to wait for `timeout`, rounded up, plus one because the next tick may come
+/// at any moment.
+pub fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    let ticks = timeout.as_nanos().div_ceil(tick) + 1;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,252 @@
+//! Typed generator failures (DESIGN §4) and their tracebacks.
+//!
+//! Every way a run can fail ends here as a [`GenError`]: the `error_type` string is the
+//! one cached in `error:<full_path>` and shown by `?debug=true` and `httpsd check`.
+
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use wasmtime::{Trap, WasmBacktrace};
+
+/// What kind of failure a run ended in. Callers branch on this (a `TimeoutError` is
+/// worth a metric of its own, a `LoadError` is the operator's fault, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum ErrorKind {
+    /// Fuel exhausted or the wall-clock deadline passed.
+    #[serde(rename = "TimeoutError")]
+    Timeout,
+    /// The memory cap was hit.
+    #[serde(rename = "MemoryError")]
+    Memory,
+    /// The generator returned its error variant.
+    #[serde(rename = "GeneratorError")]
+    Generator,
+    /// Panic, unreachable, stack overflow or another trap.
+    Trap,
+    /// The output breaks the Prometheus contract or an output limit.
+    InvalidOutput,
+    /// Not a component, the wrong world, a bad manifest, an unreadable file.
+    LoadError,
+    /// A static `.json` file does not parse.
+    #[serde(rename = "JSONDecodeError")]
+    JsonDecode,
+    /// A static `.yaml`/`.yml` file does not parse.
+    #[serde(rename = "YAMLError")]
+    Yaml,
+}
+
+impl ErrorKind {
+    /// The `error_type` string of the wire format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "TimeoutError",
+            ErrorKind::Memory => "MemoryError",
+            ErrorKind::Generator => "GeneratorError",
+            ErrorKind::Trap => "Trap",
+            ErrorKind::InvalidOutput => "InvalidOutput",
+            ErrorKind::LoadError => "LoadError",
+            ErrorKind::JsonDecode => "JSONDecodeError",
+            ErrorKind::Yaml => "YAMLError",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed generator run.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct GenError {
+    #[serde(rename = "error_type")]
+    pub kind: ErrorKind,
+    #[serde(rename = "error_message")]
+    pub message: String,
+    /// Python-style traceback, most recent call last. Always present: when the guest
+    /// has no frames to show (a parse error, a load error) it says where the failure
+    /// was detected instead.
+    pub traceback: String,
+}
+
+impl GenError {
+    /// An error detected by the host, outside any guest frame.
+    pub fn host(kind: ErrorKind, generator: &Path, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let traceback = format!(
+            "Traceback (most recent call last):\n  File \"{}\", in <host>\n{}: {}",
+            generator.display(),
+            kind,
+            message
+        );
+        GenError {
+            kind,
+            message,
+            traceback,
+        }
+    }
+
+    /// The generator returned its error variant: no trap, so no guest frames; the
+    /// traceback says where the error came from.
+    pub fn returned(generator: &Path, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let traceback = format!(
+            "Traceback (most recent call last):\n  File \"{}\", in generate (returned its error)\n{}: {}",
+            generator.display(),
+            ErrorKind::Generator,
+            message
+        );
+        GenError {
+            kind: ErrorKind::Generator,
+            message,
+            traceback,
+        }
+    }
+
+    /// An error with a traceback rendered from the guest's stack.
+    pub fn guest(
+        kind: ErrorKind,
+        generator: &Path,
+        message: impl Into<String>,
+        backtrace: Option<&WasmBacktrace>,
+    ) -> Self {
+        let message = message.into();
+        let traceback = render_traceback(kind, generator, &message, backtrace);
+        GenError {
+            kind,
+            message,
+            traceback,
+        }
+    }
+}
+
+/// Renders a wasmtime backtrace in the style of the seeds: "Traceback (most recent call
+/// last):", one `File` line per frame with the function name from the name section and
+/// `file:line` where DWARF line tables exist, then `Type: message`.
+pub fn render_traceback(
+    kind: ErrorKind,
+    generator: &Path,
+    message: &str,
+    backtrace: Option<&WasmBacktrace>,
+) -> String {
+    let mut out = String::from("Traceback (most recent call last):\n");
+    let frames = backtrace.map(|bt| bt.frames()).unwrap_or(&[]);
+    if frames.is_empty() {
+        out.push_str(&format!(
+            "  File \"{}\", in <no wasm frames captured>\n",
+            generator.display()
+        ));
+    }
+    // wasmtime lists the innermost frame first; Python tracebacks end with it.
+    let lines: Vec<String> = frames
+        .iter()
+        .rev()
+        .map(|f| frame_line(f, generator))
+        .collect();
+    // A runaway recursion repeats one frame dozens of times; say so once, as Python does.
+    let mut i = 0;
+    while i < lines.len() {
+        let mut run = 1;
+        while i + run < lines.len() && lines[i + run] == lines[i] {
+            run += 1;
+        }
+        out.push_str(&lines[i]);
+        if run > 3 {
+            out.push_str(&lines[i]);
+            out.push_str(&lines[i]);
+            out.push_str(&format!(
+                "  [Previous line repeated {} more times]\n",
+                run - 3
+            ));
+        } else {
+            for _ in 1..run {
+                out.push_str(&lines[i]);
+            }
+        }
+        i += run;
+    }
+    out.push_str(&format!("{kind}: {message}"));
+    out
+}
+
+fn frame_line(frame: &wasmtime::FrameInfo, generator: &Path) -> String {
+    let func = frame
+        .func_name()
+        .map(demangle)
+        .unwrap_or_else(|| format!("<wasm function {}>", frame.func_index()));
+    let symbol = frame
+        .symbols()
+        .iter()
+        .find(|s| s.file().is_some() && s.line().is_some());
+    match symbol {
+        Some(sym) => format!(
+            "  File \"{}\", line {}, in {}\n",
+            sym.file().unwrap_or("?"),
+            sym.line().unwrap_or(0),
+            func
+        ),
+        None => {
+            let offset = frame
+                .module_offset()
+                .map(|o| format!(" at offset {o:#x}"))
+                .unwrap_or_default();
+            format!(
+                "  File \"{}\"{}, in {}\n",
+                generator.display(),
+                offset,
+                func
+            )
+        }
+    }
+}
+
+/// Rust names in the name section may be mangled (`_ZN...`, `_R...`); show them the way
+/// the author wrote them, without the hash suffix.
+fn demangle(name: &str) -> String {
+    let demangled = format!("{:#}", rustc_demangle::demangle(name));
+    if demangled.is_empty() {
+        name.to_string()
+    } else {
+        demangled
+    }
+}
+
+/// Sorts a wasmtime trap into an [`ErrorKind`] and a message naming the limit that was
+/// hit. `memory_hit` says whether the store's limiter refused a memory growth during
+/// the run: a guest that then aborts (Rust's allocation-failure path) should read as
+/// `MemoryError`, not as the `unreachable` it executed.
+pub fn classify_trap(
+    error: &wasmtime::Error,
+    memory_hit: Option<String>,
+    fuel_limit: u64,
+    timeout: std::time::Duration,
+) -> (ErrorKind, String) {
+    if let Some(detail) = memory_hit {
+        return (
+            ErrorKind::Memory,
+            format!("Generator exceeded memory limit: {detail}"),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            ErrorKind::Timeout,
+            format!("Generator exceeded timeout limit: fuel {fuel_limit}"),
+        ),
+        Some(Trap::Interrupt) => (
+            ErrorKind::Timeout,
+            format!(
+                "Generator exceeded timeout limit: wall clock {}",
+                crate::units::format_duration(timeout)
+            ),
+        ),
+        Some(Trap::StackOverflow) => (
+            ErrorKind::Trap,
+            "wasm trap: call stack exhausted (stack overflow, likely unbounded recursion)"
+                .to_string(),
+        ),
+        Some(trap) => (ErrorKind::Trap, trap.to_string()),
+        None => (ErrorKind::Trap, format!("{error:#}")),
+    }
+}

@@ -1,0 +1,244 @@
+//! What a generator can reach from inside the sandbox, and nothing more.
+//!
+//! The store's data ([`RunState`]) carries a WASI context with no files, no
+//! environment, no arguments and no network, plus our own imports: `log` (captured per
+//! run) and `config` (the manifest's values). stdout and stderr are captured into the
+//! same bounded run log, so a `println!` or a panic message is visible in `?debug=true`.
+//!
+//! The wall-clock limit has two halves. Epoch interruption stops a guest that is
+//! running wasm; it cannot stop one that is parked in a host call such as a sleep. So
+//! the monotonic-clock `subscribe-*` functions are shadowed here to never wait past the
+//! run's deadline: the sleep returns at the deadline, the next epoch check traps, and
+//! the timeout keeps the guest's backtrace.
+
+use super::log::{LogLevel, RunLog, Stream};
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::clocks::WasiClocksView;
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::limits::MemoryCap;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "generator",
+    exports: { default: async },
+});
+
+pub use httpsd::generator::types::{Error as WitError, TargetGroup as WitTargetGroup};
+
+/// Everything a store knows about its one run.
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryCap,
+    pub log: Arc<Mutex<RunLog>>,
+    config: Arc<[(String, String)]>,
+    /// When the wall-clock limit runs out; host calls never wait past it.
+    deadline: Instant,
+}
+
+impl RunState {
+    pub fn new(
+        memory: MemoryCap,
+        log: Arc<Mutex<RunLog>>,
+        config: Arc<[(String, String)]>,
+        deadline: Instant,
+    ) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(Capture {
+                log: log.clone(),
+                stream: Stream::Stdout,
+            })
+            .stderr(Capture {
+                log: log.clone(),
+                stream: Stream::Stderr,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        RunState {
+            wasi,
+            table: ResourceTable::new(),
+            memory,
+            log,
+            config,
+            deadline,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl httpsd::generator::types::Host for RunState {}
+
+impl httpsd::generator::log::Host for RunState {
+    fn log(&mut self, level: httpsd::generator::log::Level, message: String) {
+        use httpsd::generator::log::Level as L;
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        if let Ok(mut log) = self.log.lock() {
+            log.push(level, message);
+        }
+    }
+}
+
+impl httpsd::generator::config::Host for RunState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn all(&mut self) -> Vec<(String, String)> {
+        self.config.to_vec()
+    }
+}
+
+/// Builds the linker every generator is instantiated against: WASI p2 (denied by
+/// default, see [`RunState::new`]), the clock shadowing, and our imports.
+pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    Generator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: StoreContextMut<'_, RunState>, (nanos,): (u64,)| {
+            let capped = cap_wait(Duration::from_nanos(nanos), cx.data().remaining());
+            let pollable = cx.data_mut().clocks().subscribe_duration(capped)?;
+            Ok((pollable,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: StoreContextMut<'_, RunState>, (when,): (u64,)| {
+            let remaining = cx.data().remaining();
+            let mut clocks = cx.data_mut().clocks();
+            let now = clocks.now()?;
+            let wait = cap_wait(Duration::from_nanos(when.saturating_sub(now)), remaining);
+            let pollable: Resource<DynPollable> = clocks.subscribe_duration(wait)?;
+            Ok((pollable,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}
+
+/// Wait at most until the deadline, plus a millisecond so the epoch deadline has
+/// certainly passed when the guest resumes.
+fn cap_wait(wanted: Duration, remaining: Duration) -> u64 {
+    let capped = wanted.min(remaining + Duration::from_millis(1));
+    u64::try_from(capped.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The guest's stdout or stderr: appended to the run log, bounded, never blocking and
+/// never failing (a guest that prints too much loses lines, not its run).
+struct Capture {
+    log: Arc<Mutex<RunLog>>,
+    stream: Stream,
+}
+
+impl Capture {
+    fn append(&self, bytes: &[u8]) {
+        if let Ok(mut log) = self.log.lock() {
+            log.append_output(self.stream, bytes);
+        }
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(CaptureWriter(Capture {
+            log: self.log.clone(),
+            stream: self.stream,
+        }))
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(Capture {
+            log: self.log.clone(),
+            stream: self.stream,
+        })
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+struct CaptureWriter(Capture);
+
+impl tokio::io::AsyncWrite for CaptureWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,209 @@
+//! Per-run limits and the store's resource limiter.
+//!
+//! Defaults come from the command line; a generator's manifest overrides them one by
+//! one (see [`super::manifest`]).
+
+use crate::units::{format_size, parse_duration, parse_size};
+use serde::Serialize;
+use std::time::Duration;
+
+/// The limits one generator run is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// CPU budget in wasmtime fuel units (about one per wasm instruction).
+    pub fuel: u64,
+    /// Wall-clock budget for instantiation and the call, host calls included.
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    /// Total linear memory the instance may hold, in bytes.
+    pub memory_bytes: u64,
+    /// Upper bound on the answer size (approximate JSON bytes).
+    pub max_output_bytes: u64,
+    /// Upper bound on the number of targets over all groups.
+    pub max_targets: u64,
+    /// Captured log and stdout/stderr bytes kept per run; the rest is counted and dropped.
+    pub max_log_bytes: u64,
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::units::format_duration(*d))
+}
+
+impl Default for Limits {
+    /// Sized for real inventories: about a second of CPU (fuel 1e10), 10 s of wall clock (an inventory
+    /// API may be slow), 256 MiB (a Python component needs tens of MiB to start), and an
+    /// answer far beyond what one scrape config should carry.
+    fn default() -> Self {
+        Limits {
+            fuel: 10_000_000_000,
+            timeout: Duration::from_secs(10),
+            memory_bytes: 256 << 20,
+            max_output_bytes: 16 << 20,
+            max_targets: 100_000,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Limits as written in a manifest's `[limits]` table: every field optional, sizes and
+/// durations as strings (`"64MiB"`, `"2s"`) or plain numbers.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub fuel: Option<u64>,
+    pub timeout: Option<SizeOrText>,
+    pub memory: Option<SizeOrText>,
+    pub max_output_bytes: Option<SizeOrText>,
+    pub max_targets: Option<u64>,
+    pub max_log_bytes: Option<SizeOrText>,
+}
+
+/// A TOML value that may be a number or a string with a unit.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SizeOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl SizeOrText {
+    fn size(&self) -> Result<u64, String> {
+        match self {
+            SizeOrText::Number(n) => Ok(*n),
+            SizeOrText::Text(t) => parse_size(t),
+        }
+    }
+
+    fn duration(&self) -> Result<Duration, String> {
+        match self {
+            SizeOrText::Number(n) => Ok(Duration::from_secs(*n)),
+            SizeOrText::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with a manifest's overrides applied.
+    pub fn with_overrides(mut self, o: &LimitOverrides) -> Result<Limits, String> {
+        if let Some(fuel) = o.fuel {
+            self.fuel = fuel;
+        }
+        if let Some(t) = &o.timeout {
+            self.timeout = t.duration().map_err(|e| format!("limits.timeout: {e}"))?;
+        }
+        if let Some(m) = &o.memory {
+            self.memory_bytes = m.size().map_err(|e| format!("limits.memory: {e}"))?;
+        }
+        if let Some(b) = &o.max_output_bytes {
+            self.max_output_bytes = b
+                .size()
+                .map_err(|e| format!("limits.max_output_bytes: {e}"))?;
+        }
+        if let Some(n) = o.max_targets {
+            self.max_targets = n;
+        }
+        if let Some(b) = &o.max_log_bytes {
+            self.max_log_bytes = b.size().map_err(|e| format!("limits.max_log_bytes: {e}"))?;
+        }
+        if self.timeout.is_zero() {
+            return Err("limits.timeout must be above zero".into());
+        }
+        Ok(self)
+    }
+}
+
+/// The store's [`wasmtime::ResourceLimiter`]: caps the instance's total linear memory
+/// and remembers that it refused, so a guest that then aborts is reported as
+/// `MemoryError` rather than as the trap its allocator ends in.
+#[derive(Debug)]
+pub struct MemoryCap {
+    limit: usize,
+    /// Bytes held over all memories of the instance (a component may have several).
+    total: usize,
+    /// Largest `total` seen: reported as the run's peak memory.
+    pub peak: usize,
+    /// Set when a growth was refused: the size it asked for.
+    pub refused: Option<usize>,
+}
+
+impl MemoryCap {
+    pub fn new(limit: u64) -> Self {
+        MemoryCap {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            total: 0,
+            peak: 0,
+            refused: None,
+        }
+    }
+
+    /// A message for the error when a growth was refused.
+    pub fn refusal(&self) -> Option<String> {
+        self.refused.map(|wanted| {
+            format!(
+                "{} (a growth to {} was refused)",
+                format_size(self.limit as u64),
+                format_size(wanted as u64)
+            )
+        })
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total - current.min(self.total) + desired;
+        if total > self.limit {
+            self.refused = Some(total);
+            return Ok(false);
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far past any real
+        // generator and still small for the host.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn overrides_apply_one_by_one() {
+        let o: LimitOverrides =
+            toml::from_str("fuel = 10\ntimeout = \"250ms\"\nmemory = \"64MiB\"").unwrap();
+        let l = Limits::default().with_overrides(&o).unwrap();
+        assert_eq!(l.fuel, 10);
+        assert_eq!(l.timeout, Duration::from_millis(250));
+        assert_eq!(l.memory_bytes, 64 << 20);
+        assert_eq!(l.max_targets, Limits::default().max_targets);
+        let bad: LimitOverrides = toml::from_str("timeout = \"soon\"").unwrap();
+        assert!(Limits::default().with_overrides(&bad).is_err());
+        assert!(toml::from_str::<LimitOverrides>("fule = 1").is_err());
+    }
+
+    #[test]
+    fn memory_cap_counts_all_memories_and_remembers_refusal() {
+        let mut cap = MemoryCap::new(100);
+        assert!(cap.memory_growing(0, 60, None).unwrap());
+        assert!(cap.memory_growing(0, 30, None).unwrap());
+        assert!(!cap.memory_growing(30, 50, None).unwrap());
+        assert_eq!(cap.refused, Some(110));
+        assert_eq!(cap.peak, 90);
+        assert!(cap.refusal().unwrap().contains("refused"));
+    }
+}

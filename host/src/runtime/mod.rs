@@ -1,0 +1,299 @@
+//! The sandbox: runs one generator component with fuel, wall-clock, memory and output
+//! limits, and turns every way it can fail into a typed [`GenError`].
+//!
+//! One [`Runtime`] per process. It owns the wasmtime engine, the epoch ticker, the
+//! linker, and the [`cache`] of compiled generators. [`Runtime::run`] is the whole life
+//! of a job's call into a guest: load (usually a cache hit), a fresh store with the
+//! limits set, instantiate from the `InstancePre`, call `generate`, validate.
+
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod limits;
+pub mod log;
+pub mod manifest;
+
+pub use cache::{Loaded, Origin};
+pub use error::{ErrorKind, GenError};
+pub use limits::Limits;
+pub use log::{LogLevel, LogLine};
+
+use crate::model::TargetGroup;
+use host::{Generator, RunState};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::Instance;
+use wasmtime::{Engine, Store, WasmBacktrace};
+
+/// How a [`Runtime`] is set up; the CLI fills it from flags.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Limits for generators whose manifest does not override them.
+    pub defaults: Limits,
+    /// Where precompiled artifacts live; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Runs allowed at once (sizes the pooling allocator); more wait their turn.
+    pub max_concurrent_runs: u32,
+    /// Fuel metering. Off only for benchmarks that measure its cost: without it the
+    /// fuel limit is not enforced.
+    pub consume_fuel: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            defaults: Limits::default(),
+            cache_dir: None,
+            max_concurrent_runs: 64,
+            consume_fuel: true,
+        }
+    }
+}
+
+/// What one run did, successful or not.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    /// Load (cache lookup or compile), instantiation and call.
+    #[serde(serialize_with = "as_millis")]
+    pub duration: Duration,
+    #[serde(serialize_with = "as_millis")]
+    pub instantiate: Duration,
+    pub fuel_used: u64,
+    pub memory_peak: u64,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u64,
+    /// Where the compiled component came from (absent when loading failed).
+    pub origin: Option<Origin>,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub result: Result<Vec<TargetGroup>, GenError>,
+    pub stats: RunStats,
+}
+
+/// The process's sandbox runtime. Cheap to share (`Arc`), safe to call concurrently.
+pub struct Runtime {
+    engine: Engine,
+    cache: cache::ComponentCache,
+    permits: tokio::sync::Semaphore,
+    consume_fuel: bool,
+    defaults: Limits,
+    _ticker: engine::EpochTicker,
+}
+
+/// Extra wall-clock time before the last-resort timeout drops a run that the epoch
+/// deadline did not stop (a host call that ignores the deadline).
+const HARD_TIMEOUT_GRACE: Duration = Duration::from_millis(500);
+
+type GuestCall<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = engine::build(config.consume_fuel, config.max_concurrent_runs)
+            .map_err(|e| anyhow::anyhow!("cannot configure wasmtime: {e:#}"))?;
+        let linker =
+            host::linker(&engine).map_err(|e| anyhow::anyhow!("cannot build linker: {e:#}"))?;
+        let cache = cache::ComponentCache::new(
+            engine.clone(),
+            linker,
+            config.defaults,
+            config.cache_dir.clone(),
+        )?;
+        let ticker = engine::EpochTicker::start(&engine)?;
+        Ok(Runtime {
+            permits: tokio::sync::Semaphore::new(config.max_concurrent_runs.max(1) as usize),
+            engine,
+            cache,
+            consume_fuel: config.consume_fuel,
+            defaults: config.defaults,
+            _ticker: ticker,
+        })
+    }
+
+    /// The limits for generators without a manifest (and for static files).
+    pub fn defaults(&self) -> Limits {
+        self.defaults
+    }
+
+    /// Loads (or finds in the cache) the generator at `path` without running it.
+    pub async fn load(&self, path: &Path) -> Result<Arc<Loaded>, GenError> {
+        self.cache.load(path).await
+    }
+
+    /// Runs the generator at `path` with `params` and validates its output.
+    pub async fn run(&self, path: &Path, params: &[(String, String)]) -> RunReport {
+        let params = params.to_vec();
+        let (result, stats, limits) = self
+            .in_sandbox(path, move |store, instance| {
+                Box::pin(async move {
+                    let generator = Generator::new(&mut *store, &instance)?;
+                    generator.call_generate(store, &params).await
+                })
+            })
+            .await;
+        let result = result.and_then(|groups| {
+            let groups: Vec<TargetGroup> = groups
+                .into_iter()
+                .map(|g| TargetGroup {
+                    targets: g.targets,
+                    labels: g.labels,
+                })
+                .collect();
+            crate::validate::check_groups(&groups, &limits)
+                .map_err(|e| GenError::host(ErrorKind::InvalidOutput, path, e.0))?;
+            Ok(groups)
+        });
+        RunReport { result, stats }
+    }
+
+    /// The parameter sets `httpsd check` should run `path` with: the manifest's
+    /// `[check] params` when set, else the component's `check-params` export when it
+    /// has one, else `None` (run once without parameters).
+    pub async fn check_params(
+        &self,
+        path: &Path,
+    ) -> Result<Option<Vec<Vec<(String, String)>>>, GenError> {
+        let loaded = self.cache.load(path).await?;
+        if let Some(queries) = &loaded.manifest.check.params {
+            return Ok(Some(queries.iter().map(|q| parse_query(q)).collect()));
+        }
+        let Some(index) = loaded.check_export else {
+            return Ok(None);
+        };
+        let (result, _, _) = self
+            .in_sandbox(path, move |store, instance| {
+                Box::pin(async move {
+                    let func = instance
+                        .get_typed_func::<(), (Vec<Vec<(String, String)>>,)>(&mut *store, index)?;
+                    let (sets,) = func.call_async(&mut *store, ()).await?;
+                    Ok(Ok(sets))
+                })
+            })
+            .await;
+        result.map(|sets| (!sets.is_empty()).then_some(sets))
+    }
+
+    /// Sets up a store with the generator's limits, instantiates it and runs `call`,
+    /// all under the wall-clock limit, then sorts out the outcome.
+    async fn in_sandbox<R, F>(
+        &self,
+        path: &Path,
+        call: F,
+    ) -> (Result<R, GenError>, RunStats, Limits)
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut Store<RunState>,
+                Instance,
+            ) -> GuestCall<'a, Result<R, host::WitError>>
+            + Send,
+    {
+        let started = Instant::now();
+        let mut stats = RunStats::default();
+        let _permit = self.permits.acquire().await;
+        let loaded = match self.cache.load(path).await {
+            Ok(l) => l,
+            Err(e) => {
+                stats.duration = started.elapsed();
+                return (Err(e), stats, Limits::default());
+            }
+        };
+        stats.origin = Some(loaded.origin);
+        let limits = loaded.limits;
+        let name = path.display().to_string();
+        let log = Arc::new(Mutex::new(log::RunLog::new(limits.max_log_bytes, name)));
+        let state = RunState::new(
+            limits::MemoryCap::new(limits.memory_bytes),
+            log.clone(),
+            loaded.config.clone(),
+            Instant::now() + limits.timeout,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        if self.consume_fuel
+            && let Err(e) = store.set_fuel(limits.fuel)
+        {
+            stats.duration = started.elapsed();
+            let err = GenError::host(ErrorKind::Trap, path, format!("cannot set fuel: {e}"));
+            return (Err(err), stats, limits);
+        }
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::deadline_ticks(limits.timeout));
+
+        let mut instantiate = Duration::ZERO;
+        let outcome = tokio::time::timeout(limits.timeout + HARD_TIMEOUT_GRACE, async {
+            let t0 = Instant::now();
+            let instance = loaded
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await?;
+            instantiate = t0.elapsed();
+            call(&mut store, instance).await
+        })
+        .await;
+
+        stats.instantiate = instantiate;
+        if self.consume_fuel {
+            stats.fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        }
+        stats.memory_peak = store.data().memory.peak as u64;
+        let memory_refusal = store.data().memory.refusal();
+        drop(store);
+        let (logs, dropped) = match log.lock() {
+            Ok(mut l) => l.finish(),
+            Err(_) => (Vec::new(), 0),
+        };
+        stats.logs = logs;
+        stats.logs_dropped = dropped;
+
+        let result = match outcome {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(guest_error))) => Err(GenError::returned(path, guest_error.message)),
+            Ok(Err(trap)) => {
+                let (kind, mut message) =
+                    error::classify_trap(&trap, memory_refusal, limits.fuel, limits.timeout);
+                if kind == ErrorKind::Trap {
+                    let tail = log::stderr_tail(&stats.logs, 3);
+                    if !tail.is_empty() {
+                        message = format!("{message}; guest stderr: {}", tail.join(" "));
+                    }
+                }
+                let backtrace = trap.downcast_ref::<WasmBacktrace>();
+                Err(GenError::guest(kind, path, message, backtrace))
+            }
+            Err(_elapsed) => Err(GenError::guest(
+                ErrorKind::Timeout,
+                path,
+                format!(
+                    "Generator exceeded timeout limit: wall clock {} (stopped while blocked in a host call; no wasm frames to show)",
+                    crate::units::format_duration(limits.timeout)
+                ),
+                None,
+            )),
+        };
+        stats.duration = started.elapsed();
+        (result, stats, limits)
+    }
+}
+
+/// Parses a check query string (`env=prod&zone=a`) into ordered pairs.
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    url_decode_pairs(query.trim_start_matches('?'))
+}
+
+fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}

@@ -1,0 +1,255 @@
+//! What Prometheus accepts (DESIGN §6), checked before anything is cached.
+//!
+//! Prometheus rejects a whole HTTP SD answer for one bad group, so a generator's output
+//! that would be rejected becomes an `InvalidOutput` error naming the group; it never
+//! reaches Prometheus as a 200.
+
+use crate::model::TargetGroup;
+use crate::runtime::Limits;
+use serde_json::Value;
+
+/// Why an output is not acceptable. The message names the offending group by index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOutput(pub String);
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: the label names Prometheus 2.x accepts.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks label names, duplicate labels, empty targets and the output limits.
+pub fn check_groups(groups: &[TargetGroup], limits: &Limits) -> Result<(), InvalidOutput> {
+    let mut targets = 0u64;
+    let mut bytes = 2u64;
+    for (i, group) in groups.iter().enumerate() {
+        for (n, (name, _)) in group.labels.iter().enumerate() {
+            if !is_valid_label_name(name) {
+                return Err(InvalidOutput(format!(
+                    "target group {i} ({}): invalid label name {name:?}: Prometheus accepts [a-zA-Z_][a-zA-Z0-9_]*",
+                    describe(group)
+                )));
+            }
+            if group.labels[..n].iter().any(|(other, _)| other == name) {
+                return Err(InvalidOutput(format!(
+                    "target group {i} ({}): label {name:?} appears twice",
+                    describe(group)
+                )));
+            }
+        }
+        if let Some(pos) = group.targets.iter().position(|t| t.trim().is_empty()) {
+            return Err(InvalidOutput(format!(
+                "target group {i} ({}): target {pos} is empty",
+                describe(group)
+            )));
+        }
+        targets += group.targets.len() as u64;
+        bytes += group.approx_json_bytes() as u64;
+        if targets > limits.max_targets {
+            return Err(InvalidOutput(format!(
+                "output exceeds max_targets limit of {} (reached at target group {i})",
+                limits.max_targets
+            )));
+        }
+        if bytes > limits.max_output_bytes {
+            return Err(InvalidOutput(format!(
+                "output exceeds max_output_bytes limit of {} (reached at target group {i})",
+                crate::units::format_size(limits.max_output_bytes)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A short description of a group for error messages: its first target.
+fn describe(group: &TargetGroup) -> String {
+    match group.targets.first() {
+        Some(t) if group.targets.len() > 1 => format!("first target {t:?}"),
+        Some(t) => format!("target {t:?}"),
+        None => "no targets".to_string(),
+    }
+}
+
+/// Turns a parsed static file (JSON or YAML) into target groups, enforcing the exact
+/// shape Prometheus decodes: a top-level array of objects with only `targets` (array
+/// of strings) and `labels` (object of strings); `null` groups are rejected.
+pub fn groups_from_value(value: Value) -> Result<Vec<TargetGroup>, InvalidOutput> {
+    let Value::Array(items) = value else {
+        return Err(InvalidOutput(format!(
+            "top level must be a list of target groups, found {}",
+            kind(&value)
+        )));
+    };
+    let mut groups = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(map) = item else {
+            return Err(InvalidOutput(format!(
+                "target group {i}: must be an object with \"targets\" and \"labels\", found {}",
+                kind(&item)
+            )));
+        };
+        let mut group = TargetGroup::default();
+        for (key, value) in map {
+            match (key.as_str(), value) {
+                ("targets", Value::Array(targets)) => {
+                    for (t, target) in targets.into_iter().enumerate() {
+                        match target {
+                            Value::String(s) => group.targets.push(s),
+                            other => {
+                                return Err(InvalidOutput(format!(
+                                    "target group {i}: target {t} must be a string, found {}",
+                                    kind(&other)
+                                )));
+                            }
+                        }
+                    }
+                }
+                ("targets", Value::Null) => {}
+                ("labels", Value::Object(labels)) => {
+                    for (name, value) in labels {
+                        match value {
+                            Value::String(s) => group.labels.push((name, s)),
+                            other => {
+                                return Err(InvalidOutput(format!(
+                                    "target group {i}: label {name:?} must be a string, found {} (quote it)",
+                                    kind(&other)
+                                )));
+                            }
+                        }
+                    }
+                }
+                ("labels", Value::Null) => {}
+                ("targets" | "labels", other) => {
+                    return Err(InvalidOutput(format!(
+                        "target group {i}: \"{key}\" has the wrong type ({})",
+                        kind(&other)
+                    )));
+                }
+                (other, _) => {
+                    return Err(InvalidOutput(format!(
+                        "target group {i}: unknown key {other:?}: Prometheus accepts only \"targets\" and \"labels\""
+                    )));
+                }
+            }
+        }
+        groups.push(group);
+    }
+    Ok(groups)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn group(targets: &[&str], labels: &[(&str, &str)]) -> TargetGroup {
+        TargetGroup {
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn label_names() {
+        for ok in ["job", "_x", "__metrics_path__", "a1_B2"] {
+            assert!(is_valid_label_name(ok), "{ok}");
+        }
+        for bad in ["", "1a", "team-name", "a.b", "é"] {
+            assert!(!is_valid_label_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_the_bad_group() {
+        let limits = Limits::default();
+        let groups = vec![
+            group(&["a:1"], &[("ok", "x")]),
+            group(&["b:1"], &[("bad-name", "x")]),
+        ];
+        let err = check_groups(&groups, &limits).unwrap_err().0;
+        assert!(err.contains("target group 1"), "{err}");
+        assert!(err.contains("bad-name"), "{err}");
+        let dup = vec![group(&["a:1"], &[("x", "1"), ("x", "2")])];
+        assert!(check_groups(&dup, &limits).unwrap_err().0.contains("twice"));
+        let empty = vec![group(&["a:1", " "], &[])];
+        assert!(
+            check_groups(&empty, &limits)
+                .unwrap_err()
+                .0
+                .contains("empty")
+        );
+    }
+
+    #[test]
+    fn output_limits() {
+        let limits = Limits {
+            max_targets: 3,
+            ..Limits::default()
+        };
+        let groups = vec![group(&["a:1", "a:2"], &[]), group(&["a:3", "a:4"], &[])];
+        let err = check_groups(&groups, &limits).unwrap_err().0;
+        assert!(err.contains("max_targets"), "{err}");
+        let limits = Limits {
+            max_output_bytes: 50,
+            ..Limits::default()
+        };
+        let err = check_groups(&groups, &limits).unwrap_err().0;
+        assert!(err.contains("max_output_bytes"), "{err}");
+    }
+
+    #[test]
+    fn static_shapes() {
+        let ok = groups_from_value(
+            json!([{"targets": ["a:1"], "labels": {"job": "x"}}, {"targets": ["b:1"]}]),
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(
+            groups_from_value(json!({"targets": []}))
+                .unwrap_err()
+                .0
+                .contains("top level")
+        );
+        assert!(
+            groups_from_value(json!([null]))
+                .unwrap_err()
+                .0
+                .contains("target group 0")
+        );
+        assert!(
+            groups_from_value(json!([{"targets": [], "extra": 1}]))
+                .unwrap_err()
+                .0
+                .contains("unknown key")
+        );
+        assert!(
+            groups_from_value(json!([{"targets": [], "labels": {"port": 9100}}]))
+                .unwrap_err()
+                .0
+                .contains("quote")
+        );
+        assert!(
+            groups_from_value(json!([{"targets": [1]}]))
+                .unwrap_err()
+                .0
+                .contains("string")
+        );
+        assert_eq!(groups_from_value(json!([])).unwrap().len(), 0);
+    }
+}
