@@ -7,9 +7,8 @@
 
 use crate::cli::{CheckArgs, OutputFormat};
 use crate::runtime::Runtime;
-use crate::targets::{
-    GeneratorFile, GeneratorKind, GeneratorReport, TargetPath, TargetTree, run::run_one,
-};
+use crate::targets::run::{failed_report, run_one};
+use crate::targets::{GeneratorFile, GeneratorKind, GeneratorReport, TargetPath, TargetTree};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -89,8 +88,15 @@ async fn check_one(
             Ok(Some(sets)) => sets,
             Ok(None) => vec![Vec::new()],
             // A generator that cannot even say its check params fails the check
-            // with that error: the same load or trap would fail `generate`.
-            Err(_) => vec![Vec::new()],
+            // with that error.
+            Err(error) => {
+                return vec![failed_report(
+                    &generator,
+                    Vec::new(),
+                    Default::default(),
+                    error,
+                )];
+            }
         }
     };
     let mut reports = Vec::with_capacity(param_sets.len());

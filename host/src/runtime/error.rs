@@ -143,7 +143,7 @@ pub fn render_traceback(
     let lines: Vec<String> = frames
         .iter()
         .rev()
-        .map(|f| frame_line(f, generator))
+        .flat_map(|f| frame_lines(f, generator))
         .collect();
     // A runaway recursion repeats one frame dozens of times; say so once, as Python does.
     let mut i = 0;
@@ -171,35 +171,60 @@ pub fn render_traceback(
     out
 }
 
-fn frame_line(frame: &wasmtime::FrameInfo, generator: &Path) -> String {
+/// One frame as traceback lines. A frame whose DWARF shows inlined calls becomes one
+/// line per inlined function, outermost first, so the author's own function appears
+/// even when the instruction that failed was inlined from a library.
+fn frame_lines(frame: &wasmtime::FrameInfo, generator: &Path) -> Vec<String> {
     let func = frame
         .func_name()
         .map(demangle)
         .unwrap_or_else(|| format!("<wasm function {}>", frame.func_index()));
-    let symbol = frame
+    let mut lines: Vec<String> = frame
         .symbols()
         .iter()
-        .find(|s| s.file().is_some() && s.line().is_some());
-    match symbol {
-        Some(sym) => format!(
-            "  File \"{}\", line {}, in {}\n",
-            sym.file().unwrap_or("?"),
-            sym.line().unwrap_or(0),
+        .rev()
+        .filter_map(|sym| {
+            let (file, line) = (sym.file()?, sym.line()?);
+            let name = sym
+                .name()
+                .map(|n| strip_generics(&demangle(n)))
+                .unwrap_or_else(|| func.clone());
+            Some(format!("  File \"{file}\", line {line}, in {name}\n"))
+        })
+        .collect();
+    if lines.is_empty() {
+        let offset = frame
+            .module_offset()
+            .map(|o| format!(" at offset {o:#x}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "  File \"{}\"{}, in {}\n",
+            generator.display(),
+            offset,
             func
-        ),
-        None => {
-            let offset = frame
-                .module_offset()
-                .map(|o| format!(" at offset {o:#x}"))
-                .unwrap_or_default();
-            format!(
-                "  File \"{}\"{}, in {}\n",
-                generator.display(),
-                offset,
-                func
-            )
+        ));
+    }
+    lines
+}
+
+/// `collect<Map<Range<u32>, ...>>` -> `collect`: inlined library frames carry their
+/// full generic arguments, which bury the line a reader is looking for. Names that
+/// start with `<` (`<T as Trait>::f`) are kept whole.
+fn strip_generics(name: &str) -> String {
+    if name.starts_with('<') {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
         }
     }
+    out
 }
 
 /// Rust names in the name section may be mangled (`_ZN...`, `_R...`); show them the way
@@ -248,5 +273,23 @@ pub fn classify_trap(
         ),
         Some(trap) => (ErrorKind::Trap, trap.to_string()),
         None => (ErrorKind::Trap, format!("{error:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_generics;
+
+    #[test]
+    fn generics_are_stripped_from_inlined_names() {
+        assert_eq!(
+            strip_generics("collect<Map<Range<u32>, F>, Vec<T>>"),
+            "collect"
+        );
+        assert_eq!(strip_generics("{closure#0}<u32, T>"), "{closure#0}");
+        assert_eq!(
+            strip_generics("<a::B as c::D>::generate"),
+            "<a::B as c::D>::generate"
+        );
     }
 }

@@ -156,7 +156,8 @@ pub async fn run_one(
     }
 }
 
-fn failed_report(
+/// A report for a generator that failed before or during its run.
+pub fn failed_report(
     generator: &GeneratorFile,
     params: Vec<(String, String)>,
     stats: RunStats,

@@ -1,0 +1,126 @@
+//! Shared helpers for the end-to-end tests: build the example and fixture generators
+//! from source (no `.wasm` is committed), and lay out target directories.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds every crate of `generators/` for wasm32-wasip2 (once per test binary; cargo's
+/// own lock serialises concurrent binaries) and returns the directory of `.wasm` files.
+pub fn components() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // A target dir of its own: the outer `cargo test` holds the lock on the main one.
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target"))
+            .join("guests");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo().join("generators"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target)
+            // Settings meant for the host build must not leak into the guest build.
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .expect("run cargo to build the generators");
+        assert!(
+            status.success(),
+            "building generators/ for wasm32-wasip2 failed"
+        );
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The built component of crate `name` (`static-nodes`, `fixture-panic`, ...).
+pub fn component(name: &str) -> PathBuf {
+    let path = components().join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A temporary target directory.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree {
+            dir: tempfile::tempdir().expect("create a temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Copies the component of crate `name` to `rel` (e.g. `nodes/static.wasm`).
+    pub fn wasm(&self, rel: &str, name: &str) -> PathBuf {
+        let dest = self.path(rel);
+        std::fs::create_dir_all(dest.parent().expect("rel has a parent")).expect("mkdir");
+        std::fs::copy(component(name), &dest).expect("copy component");
+        dest
+    }
+
+    /// Writes a text file (a static generator or a manifest) at `rel`.
+    pub fn file(&self, rel: &str, text: &str) -> PathBuf {
+        let dest = self.path(rel);
+        std::fs::create_dir_all(dest.parent().expect("rel has a parent")).expect("mkdir");
+        std::fs::write(&dest, text).expect("write file");
+        dest
+    }
+}
+
+/// The demo tree of the README: `generators/demo-targets/` with the example
+/// components copied in where its `_components` file says.
+pub fn example_tree() -> Tree {
+    let t = Tree::new();
+    let demo = repo().join("generators/demo-targets");
+    copy_dir(&demo, t.root());
+    let listing = std::fs::read_to_string(demo.join("_components")).expect("read _components");
+    for line in listing
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut parts = line.split_whitespace();
+        let (Some(rel), Some(krate)) = (parts.next(), parts.next()) else {
+            panic!("bad line in _components: {line:?}");
+        };
+        t.wasm(rel, krate);
+    }
+    t
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+}
