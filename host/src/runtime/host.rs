@@ -31,7 +31,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use httpsd::generator::types::{Error as WitError, TargetGroup as WitTargetGroup};
+pub use self::httpsd::generator::types::{Error as WitError, TargetGroup as WitTargetGroup};
 
 /// Everything a store knows about its one run.
 pub struct RunState {
@@ -88,11 +88,11 @@ impl WasiView for RunState {
     }
 }
 
-impl httpsd::generator::types::Host for RunState {}
+impl self::httpsd::generator::types::Host for RunState {}
 
-impl httpsd::generator::log::Host for RunState {
-    fn log(&mut self, level: httpsd::generator::log::Level, message: String) {
-        use httpsd::generator::log::Level as L;
+impl self::httpsd::generator::log::Host for RunState {
+    fn log(&mut self, level: self::httpsd::generator::log::Level, message: String) {
+        use self::httpsd::generator::log::Level as L;
         let level = match level {
             L::Trace => LogLevel::Trace,
             L::Debug => LogLevel::Debug,
@@ -106,7 +106,7 @@ impl httpsd::generator::log::Host for RunState {
     }
 }
 
-impl httpsd::generator::config::Host for RunState {
+impl self::httpsd::generator::config::Host for RunState {
     fn get(&mut self, key: String) -> Option<String> {
         self.config
             .iter()
