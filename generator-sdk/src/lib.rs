@@ -141,11 +141,6 @@ impl Params {
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
-
-    #[doc(hidden)]
-    pub fn into_pairs(self) -> Vec<(String, String)> {
-        self.pairs
-    }
 }
 
 /// One Prometheus target group, built fluently.

@@ -289,11 +289,7 @@ impl Runtime {
 
 /// Parses a check query string (`env=prod&zone=a`) into ordered pairs.
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    url_decode_pairs(query.trim_start_matches('?'))
-}
-
-fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
+    form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
