@@ -18,8 +18,14 @@
 
 pub mod check;
 pub mod cli;
+pub mod clock;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod server;
+pub mod store;
 pub mod targets;
 pub mod units;
 pub mod validate;
+pub mod wire;
+pub mod worker;

@@ -1,24 +1,30 @@
 //! The `httpsd` binary: parses the command line and hands over to the library.
 
 use clap::Parser;
+use httpsd::cli::commands::{self, block_on};
 use httpsd::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     httpsd::cli::init_logging(cli.log_level, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("httpsd: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+    match cli.command {
+        // The server's threads are the seed's --threads; workers and check use one
+        // thread per core.
+        Command::Server(args) => block_on(args.http.threads, commands::server(args)),
+        Command::Serve(args) => block_on(args.http.threads, commands::serve(args)),
+        Command::Worker(args) => block_on(0, commands::worker(args)),
+        Command::Check(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("httpsd: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(httpsd::check::run(args))
         }
-    };
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Check(args) => httpsd::check::run(args).await,
-        }
-    })
+    }
 }

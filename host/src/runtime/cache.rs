@@ -48,15 +48,18 @@ pub struct Loaded {
     pub load_time: Duration,
 }
 
+/// What identifies a file's version without reading it: size, mtime and inode. Also
+/// used by [`crate::targets::fingerprint`] to avoid rehashing unchanged files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
 }
 
 impl Stamp {
-    fn of(path: &Path) -> std::io::Result<Option<Stamp>> {
+    /// `None` when the file does not exist.
+    pub(crate) fn of(path: &Path) -> std::io::Result<Option<Stamp>> {
         use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(path) {
             Ok(m) => Ok(Some(Stamp {

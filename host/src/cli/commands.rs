@@ -1,0 +1,210 @@
+//! Wiring for `httpsd server`, `httpsd worker` and `httpsd serve`: which store, which
+//! parts, and how they stop.
+//!
+//! SIGTERM and SIGINT stop every command gracefully: the server finishes the requests
+//! in flight, workers stop taking jobs and drain (see [`crate::worker::pool`]).
+
+use super::{ServeArgs, ServerArgs, WorkerArgs};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::server::{self, App};
+use crate::store::{MemoryStore, RedisStore, Retention, Store};
+use crate::targets::{PathIndex, TargetTree};
+use crate::worker::{self, JobContext};
+use anyhow::Context;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Runs `main` on a tokio runtime with `threads` worker threads (0: one per core).
+pub fn block_on<F>(threads: usize, main: F) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("httpsd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("httpsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn open_tree(dir: &std::path::Path) -> anyhow::Result<TargetTree> {
+    TargetTree::open(dir).with_context(|| format!("cannot open target directory {}", dir.display()))
+}
+
+async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))
+}
+
+/// Says at start-up whether the store answers; a server or worker still starts
+/// without it and recovers when it comes back.
+async fn check_store<S: Store>(store: &S) {
+    match store.ping().await {
+        Ok(()) => tracing::info!(store = store.kind(), "store reachable"),
+        Err(e) => tracing::warn!(
+            store = store.kind(),
+            "store not reachable yet, serving 503s until it is: {e}"
+        ),
+    }
+}
+
+/// `httpsd server DIR`.
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let tree = open_tree(&args.dir)?;
+    let store = Arc::new(RedisStore::new(
+        args.redis.settings(),
+        Retention::default(),
+    )?);
+    check_store(&*store).await;
+    let app = Arc::new(App {
+        store,
+        index: PathIndex::new(tree, args.tree.tree_refresh),
+        metrics: Arc::new(Metrics::new()),
+        config: args.http.config(),
+    });
+    let listener = bind(&args.http.host, args.http.port).await?;
+    announce(&listener, &app.config.url_prefix, "server");
+    server::serve(
+        listener,
+        args.http.connection_limit,
+        server::router(app),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `httpsd worker DIR`.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let tree = open_tree(&args.dir)?;
+    let store = Arc::new(RedisStore::new(
+        args.redis.settings(),
+        args.pool.retention(),
+    )?);
+    check_store(&*store).await;
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(JobContext {
+        runtime: Arc::new(Runtime::new(args.pool.runtime.config())?),
+        index: PathIndex::new(tree, args.tree.tree_refresh),
+        metrics: metrics.clone(),
+        max_attempts: args.pool.max_attempts,
+    });
+
+    let listener = bind(&args.metrics_host, args.metrics_port).await?;
+    tracing::info!(
+        "worker metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    let metrics_app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get({
+                let store = store.clone();
+                let metrics = metrics.clone();
+                move || async move { server::metrics_response(&*store, &metrics).await }
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        );
+    let metrics_server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics_app).await {
+            tracing::error!("worker metrics endpoint stopped: {e}");
+        }
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    worker::run_pool(store, ctx, args.pool.worker_config(), stopped).await;
+    metrics_server.abort();
+    Ok(())
+}
+
+/// `httpsd serve DIR`: the server and a worker pool in one process, memory store.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tree = open_tree(&args.dir)?;
+    let store = Arc::new(MemoryStore::new(args.pool.retention()));
+    let metrics = Arc::new(Metrics::new());
+    let index = PathIndex::new(tree, args.tree.tree_refresh);
+    let ctx = Arc::new(JobContext {
+        runtime: Arc::new(Runtime::new(args.pool.runtime.config())?),
+        index: index.clone(),
+        metrics: metrics.clone(),
+        max_attempts: args.pool.max_attempts,
+    });
+    let app = Arc::new(App {
+        store: store.clone(),
+        index,
+        metrics,
+        config: args.http.config(),
+    });
+    let listener = bind(&args.http.host, args.http.port).await?;
+    announce(&listener, &app.config.url_prefix, "serve");
+
+    let (stop, stopped) = watch::channel(false);
+    let pool = tokio::spawn(worker::run_pool(
+        store,
+        ctx,
+        args.pool.worker_config(),
+        stopped,
+    ));
+    server::serve(
+        listener,
+        args.http.connection_limit,
+        server::router(app),
+        async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        },
+    )
+    .await?;
+    pool.await.context("worker pool task failed")?;
+    Ok(())
+}
+
+fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(
+            "httpsd {what} listening on http://{addr}{prefix}/ (targets at http://{addr}{prefix}/targets/<path>)"
+        ),
+        Err(e) => tracing::warn!("cannot read the listening address: {e}"),
+    }
+}

@@ -1,0 +1,499 @@
+//! The command line: `httpsd <command>`. Flags follow the seeds (DESIGN §10); every
+//! flag has an environment fallback so a systemd unit or a container can set it.
+//!
+//! This file holds the flags; [`commands`] wires the parts together for `server`,
+//! `worker` and `serve`.
+
+pub mod commands;
+
+use crate::runtime::{Limits, RuntimeConfig};
+use crate::units::{parse_duration, parse_size};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "httpsd",
+    version,
+    about = "Prometheus HTTP service discovery with sandboxed WebAssembly target generators"
+)]
+pub struct Cli {
+    /// Log level: a name (trace, debug, info, warn, error) or a Python logging number
+    /// (10, 20, 30, 40, 50), as the tool this one replaces took it.
+    #[arg(long, global = true, env = "HTTPSD_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: tracing::Level,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "HTTPSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP server and an in-process worker pool with an in-memory store: one process,
+    /// no Redis. The quickest way to run httpsd on one machine.
+    Serve(ServeArgs),
+    /// HTTP server only: answers from the Redis cache and enqueues jobs. Run as many as
+    /// you like behind a load balancer.
+    #[command(alias = "server-only")]
+    Server(ServerArgs),
+    /// Worker pool only: takes jobs from Redis, runs the generators, writes results.
+    /// Run as many as you like, on as many machines.
+    #[command(alias = "worker-only")]
+    Worker(WorkerArgs),
+    /// Run every generator once in the sandbox, validate, and print what each returned.
+    /// Exits non-zero if any generator fails.
+    Check(CheckArgs),
+}
+
+/// `httpsd server DIR`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The target directory.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub tree: TreeArgs,
+}
+
+/// `httpsd worker DIR`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The target directory.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// Address of the worker's /metrics endpoint.
+    #[arg(long, env = "HTTPSD_METRICS_HOST", default_value = "127.0.0.1")]
+    pub metrics_host: String,
+    /// Port of the worker's /metrics endpoint (0 picks a free one and logs it).
+    #[arg(long, env = "HTTPSD_METRICS_PORT", default_value_t = 8081)]
+    pub metrics_port: u16,
+}
+
+/// `httpsd serve DIR`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The target directory.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    #[command(flatten)]
+    pub tree: TreeArgs,
+}
+
+/// The HTTP side: the seed's server flags plus the freshness extras.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HTTPSD_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "HTTPSD_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// An entry older than this many seconds answers "cache expired" and is refreshed.
+    #[arg(long, env = "HTTPSD_CACHE_SECONDS", default_value_t = 300.0)]
+    pub cache_seconds: f64,
+
+    /// Open client connections allowed at once; more wait to be accepted.
+    #[arg(long, env = "HTTPSD_CONNECTION_LIMIT", default_value_t = 1000)]
+    pub connection_limit: usize,
+
+    /// Threads of the server's async runtime (the seed's request threads).
+    #[arg(long, env = "HTTPSD_THREADS", default_value_t = 64)]
+    pub threads: usize,
+
+    /// A prefix for every route, e.g. /sd (then /sd/targets/...).
+    #[arg(
+        long = "url_prefix",
+        alias = "url-prefix",
+        env = "HTTPSD_URL_PREFIX",
+        default_value = ""
+    )]
+    pub url_prefix: String,
+
+    /// Refresh a cached answer as soon as one of its generators (or manifests) changes,
+    /// instead of at expiry. The changed answer is served until the refresh lands.
+    #[arg(long, env = "HTTPSD_GENERATOR_FRESHNESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub generator_freshness: bool,
+
+    /// Refresh a polled answer once it is older than this fraction of --cache-seconds,
+    /// so a steadily scraped path never expires. 0 turns it off.
+    #[arg(long, env = "HTTPSD_REFRESH_AHEAD", default_value_t = 0.75)]
+    pub refresh_ahead: f64,
+
+    /// On a miss, wait up to this long (e.g. 2s) for the worker and answer 200 if it
+    /// finishes in time. 0 answers the 503 at once, as the seed does.
+    #[arg(long, env = "HTTPSD_WAIT_ON_MISS", default_value = "0ms", value_parser = parse_duration)]
+    pub wait_on_miss: Duration,
+}
+
+impl HttpArgs {
+    pub fn config(&self) -> crate::server::ServerConfig {
+        crate::server::ServerConfig {
+            url_prefix: crate::server::normalize_prefix(&self.url_prefix),
+            cache_seconds: self.cache_seconds.max(0.0),
+            generator_freshness: self.generator_freshness,
+            refresh_ahead: self.refresh_ahead.clamp(0.0, 1.0),
+            wait_on_miss: self.wait_on_miss,
+        }
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (redis://[user:password@]host:port/db).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://localhost:6379/0")]
+    pub redis_url: String,
+
+    /// Connect and command timeout for Redis; a slower Redis counts as unavailable.
+    #[arg(long, env = "HTTPSD_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Pooled Redis connections (each multiplexes many concurrent commands).
+    #[arg(long, env = "HTTPSD_REDIS_POOL_SIZE", default_value_t = 4)]
+    pub redis_pool_size: u32,
+}
+
+impl RedisArgs {
+    pub fn settings(&self) -> crate::store::RedisSettings {
+        crate::store::RedisSettings {
+            url: self.redis_url.clone(),
+            timeout: self.redis_timeout,
+            pool_size: self.redis_pool_size,
+        }
+    }
+}
+
+/// How the target tree is watched.
+#[derive(Debug, Clone, Args)]
+pub struct TreeArgs {
+    /// How long the list of generators under a path is trusted before the directory is
+    /// read again: a new, changed or removed generator is seen within this time.
+    #[arg(long, env = "HTTPSD_TREE_REFRESH", default_value = "1s", value_parser = parse_duration)]
+    pub tree_refresh: Duration,
+}
+
+/// The worker pool.
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// Run one worker with this id (then --num-workers is ignored, as in the seed).
+    #[arg(long, env = "HTTPSD_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Workers in the pool (ids <hostname>-<pid>-<n>).
+    #[arg(long, env = "HTTPSD_NUM_WORKERS", default_value_t = 4)]
+    pub num_workers: usize,
+
+    /// Jobs one worker takes and runs at once when the queue is busy.
+    #[arg(long, env = "HTTPSD_BATCH", default_value_t = 8)]
+    pub batch: usize,
+
+    /// A running job's lease: renewed every third of it; a job whose worker stops
+    /// renewing it is run again by another worker after about two of these.
+    #[arg(long, env = "HTTPSD_JOB_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub job_lease: Duration,
+
+    /// A job taken this many times without finishing (its workers kept dying) is given
+    /// up on and cached as a WorkerLostError.
+    #[arg(long, env = "HTTPSD_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// On SIGTERM, how long running jobs may finish before they are handed back to the
+    /// queue.
+    #[arg(long, env = "HTTPSD_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long a generated answer stays in the store (it outlives --cache-seconds so an
+    /// expired answer can still be shown by debug).
+    #[arg(long, env = "HTTPSD_CACHE_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub cache_retention: Duration,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl PoolArgs {
+    pub fn worker_config(&self) -> crate::worker::WorkerConfig {
+        let worker_ids = match &self.worker_id {
+            Some(id) => vec![id.clone()],
+            None => {
+                let base = crate::worker::default_worker_id();
+                (0..self.num_workers.max(1))
+                    .map(|i| format!("{base}-{i}"))
+                    .collect()
+            }
+        };
+        crate::worker::WorkerConfig {
+            worker_ids,
+            batch: self.batch.max(1),
+            lease: self.job_lease.max(Duration::from_millis(300)),
+            drain_timeout: self.drain_timeout,
+            ..crate::worker::WorkerConfig::default()
+        }
+    }
+
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            cache: self.cache_retention.max(Duration::from_secs(1)),
+            lease: self.job_lease.max(Duration::from_millis(300)),
+            ..crate::store::Retention::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The target directory.
+    pub dir: PathBuf,
+
+    /// Check only the generators under this request path (as in /targets/<path>).
+    #[arg(long, default_value = "")]
+    pub path: String,
+
+    /// A query parameter for every `.wasm` generator, as key=value; repeatable. Without
+    /// any, each generator runs with its own check parameters (manifest `[check]
+    /// params`, or its `check-params` export), or once with none.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+
+    /// Output format: one line per run, or one JSON document for CI.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// Also print the guest's log lines of successful runs (failed runs always show them).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Sandbox settings shared by every command that runs generators. A generator's
+/// manifest overrides the limits for that generator.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Default CPU budget per run, in fuel units (about one per wasm instruction).
+    #[arg(long, env = "HTTPSD_FUEL", default_value_t = Limits::default().fuel)]
+    pub fuel: u64,
+
+    /// Default wall-clock limit per run (e.g. 500ms, 10s).
+    #[arg(long, env = "HTTPSD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Default memory limit per run (e.g. 64MiB).
+    #[arg(long, env = "HTTPSD_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_limit: u64,
+
+    /// Default limit on one generator's answer size.
+    #[arg(long, env = "HTTPSD_MAX_OUTPUT_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_output_bytes: u64,
+
+    /// Default limit on one generator's number of targets.
+    #[arg(long, env = "HTTPSD_MAX_TARGETS", default_value_t = Limits::default().max_targets)]
+    pub max_targets: u64,
+
+    /// Where precompiled generators are kept, so a restart does not recompile.
+    /// Default: $XDG_CACHE_HOME/httpsd or ~/.cache/httpsd.
+    #[arg(long, env = "HTTPSD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Keep compiled generators in memory only.
+    #[arg(long, env = "HTTPSD_NO_ARTIFACT_CACHE")]
+    pub no_artifact_cache: bool,
+
+    /// Generator runs allowed at once in this process; more wait their turn.
+    #[arg(long, env = "HTTPSD_MAX_CONCURRENT_RUNS", default_value_t = 64)]
+    pub max_concurrent_runs: u32,
+}
+
+impl RuntimeArgs {
+    pub fn config(&self) -> RuntimeConfig {
+        let cache_dir = if self.no_artifact_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        RuntimeConfig {
+            defaults: Limits {
+                fuel: self.fuel,
+                timeout: self.timeout,
+                memory_bytes: self.memory_limit,
+                max_output_bytes: self.max_output_bytes,
+                max_targets: self.max_targets,
+                ..Limits::default()
+            },
+            cache_dir,
+            max_concurrent_runs: self.max_concurrent_runs,
+            consume_fuel: true,
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("httpsd"))
+}
+
+fn parse_param(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+fn parse_log_level(raw: &str) -> Result<tracing::Level, String> {
+    use tracing::Level;
+    Ok(match raw.trim().to_ascii_lowercase().as_str() {
+        "trace" | "5" => Level::TRACE,
+        "debug" | "10" => Level::DEBUG,
+        "info" | "20" => Level::INFO,
+        "warn" | "warning" | "30" => Level::WARN,
+        "error" | "critical" | "40" | "50" => Level::ERROR,
+        other => return Err(format!("unknown log level {other:?}")),
+    })
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_logging(level: tracing::Level, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy()
+        // Cranelift and wasmtime are chatty at debug level; keep them out unless asked.
+        .add_directive("cranelift_codegen=warn".parse().expect("static directive"))
+        .add_directive("wasmtime=warn".parse().expect("static directive"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_and_levels() {
+        assert_eq!(parse_param("env=prod"), Ok(("env".into(), "prod".into())));
+        assert_eq!(parse_param("q=a=b"), Ok(("q".into(), "a=b".into())));
+        assert!(parse_param("=x").is_err());
+        assert!(parse_param("novalue").is_err());
+        assert_eq!(parse_log_level("20"), Ok(tracing::Level::INFO));
+        assert_eq!(parse_log_level("WARNING"), Ok(tracing::Level::WARN));
+        assert!(parse_log_level("loud").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "httpsd",
+            "check",
+            "/t",
+            "--param",
+            "env=prod",
+            "--timeout",
+            "2s",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!("expected check");
+        };
+        assert_eq!(c.params, vec![("env".to_string(), "prod".to_string())]);
+        assert_eq!(c.runtime.config().defaults.timeout, Duration::from_secs(2));
+        assert_eq!(c.format, OutputFormat::Json);
+    }
+
+    #[test]
+    fn seed_flags_and_defaults() {
+        let cli =
+            Cli::try_parse_from(["httpsd", "server-only", "/t", "--url_prefix", "/sd/"]).unwrap();
+        let Command::Server(s) = cli.command else {
+            panic!("expected server");
+        };
+        assert_eq!(s.http.host, "127.0.0.1");
+        assert_eq!(s.http.port, 8080);
+        assert_eq!(s.http.cache_seconds, 300.0);
+        assert_eq!(s.http.connection_limit, 1000);
+        assert_eq!(s.http.threads, 64);
+        assert_eq!(s.http.config().url_prefix, "/sd");
+        assert_eq!(s.redis.redis_url, "redis://localhost:6379/0");
+        assert!(s.http.generator_freshness);
+
+        let cli = Cli::try_parse_from([
+            "httpsd",
+            "worker",
+            "/t",
+            "--worker-id",
+            "w1",
+            "--num-workers",
+            "9",
+            "--log-level",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_level, tracing::Level::INFO);
+        let Command::Worker(w) = cli.command else {
+            panic!("expected worker");
+        };
+        assert_eq!(w.pool.worker_config().worker_ids, vec!["w1".to_string()]);
+        assert_eq!(w.metrics_port, 8081);
+
+        let cli = Cli::try_parse_from(["httpsd", "worker-only", "/t"]).unwrap();
+        let Command::Worker(w) = cli.command else {
+            panic!("expected worker");
+        };
+        assert_eq!(w.pool.worker_config().worker_ids.len(), 4);
+
+        let cli = Cli::try_parse_from([
+            "httpsd",
+            "serve",
+            "/t",
+            "--url-prefix",
+            "x",
+            "--generator-freshness",
+            "false",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(s.http.config().url_prefix, "/x");
+        assert!(!s.http.generator_freshness);
+    }
+}

@@ -1,0 +1,200 @@
+//! Metrics in the Prometheus text format (DESIGN §11). Names of the old tool are kept so
+//! dashboards and alerts carry over; per-generator metrics are ours.
+//!
+//! One [`Metrics`] per process with its own registry: `httpsd serve` shares it between
+//! the server and the in-process workers, so one `/metrics` shows both.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// `{path, status, l1_dir, l2_dir}`; status: success, fail, cache-not-exist,
+    /// cache-expired.
+    pub path_requests: IntCounterVec,
+    pub path_request_duration: HistogramVec,
+    pub path_last_generated_targets: IntGaugeVec,
+    /// `{operation}`: hit, miss, expired.
+    pub cache_operations: IntCounterVec,
+    /// `{worker_id, status}`: success, failure.
+    pub jobs_processed: IntCounterVec,
+    /// `{status}`: pending, processing. Set when `/metrics` is read.
+    pub queue_jobs: IntGaugeVec,
+    /// `{generator, status}`: success or the error type.
+    pub generator_runs: IntCounterVec,
+    pub generator_duration: HistogramVec,
+    pub generator_instantiate: HistogramVec,
+    pub generator_targets: IntGaugeVec,
+    pub generator_fuel: IntCounterVec,
+    pub generator_timeouts: IntCounterVec,
+    /// `{reason}`: refresh-ahead, generator-changed, reload, miss, expired.
+    pub jobs_enqueued: IntCounterVec,
+    /// Jobs the reaper moved back to the queue after their worker vanished.
+    pub jobs_requeued: IntCounterVec,
+    /// `{operation}`: store failures seen by this process.
+    pub store_errors: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let request_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
+        let run_buckets = vec![
+            0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        Metrics {
+            path_requests: counter(
+                &r,
+                "httpsd_path_requests_total",
+                "Requests for target paths, by answer.",
+                &["path", "status", "l1_dir", "l2_dir"],
+            ),
+            path_request_duration: histogram(
+                &r,
+                "httpsd_path_request_duration_seconds",
+                "Time to answer a target path request.",
+                &["path"],
+                request_buckets,
+            ),
+            path_last_generated_targets: gauge(
+                &r,
+                "httpsd_path_last_generated_targets",
+                "Targets in the last generated answer of a path.",
+                &["path"],
+            ),
+            cache_operations: counter(
+                &r,
+                "httpsd_cache_operations_total",
+                "Cache lookups, by outcome.",
+                &["operation"],
+            ),
+            jobs_processed: counter(
+                &r,
+                "httpsd_redis_worker_jobs_processed_total",
+                "Jobs run by workers, by outcome.",
+                &["worker_id", "status"],
+            ),
+            queue_jobs: gauge(
+                &r,
+                "httpsd_update_queue_jobs",
+                "Jobs in the queue (pending) and being run (processing).",
+                &["status"],
+            ),
+            generator_runs: counter(
+                &r,
+                "httpsd_generator_runs_total",
+                "Generator runs, by outcome (success or the error type).",
+                &["generator", "status"],
+            ),
+            generator_duration: histogram(
+                &r,
+                "httpsd_generator_run_duration_seconds",
+                "Time of one generator run (load, instantiate, call, validate).",
+                &["generator"],
+                run_buckets.clone(),
+            ),
+            generator_instantiate: histogram(
+                &r,
+                "httpsd_generator_instantiate_seconds",
+                "Time to instantiate a generator component.",
+                &["generator"],
+                run_buckets,
+            ),
+            generator_targets: gauge(
+                &r,
+                "httpsd_generator_last_targets",
+                "Targets returned by a generator's last successful run.",
+                &["generator"],
+            ),
+            generator_fuel: counter(
+                &r,
+                "httpsd_generator_fuel_consumed_total",
+                "Fuel (about one unit per wasm instruction) used by a generator.",
+                &["generator"],
+            ),
+            generator_timeouts: counter(
+                &r,
+                "httpsd_generator_timeouts_total",
+                "Generator runs stopped by the fuel or wall-clock limit.",
+                &["generator"],
+            ),
+            jobs_enqueued: counter(
+                &r,
+                "httpsd_jobs_enqueued_total",
+                "Jobs enqueued by this server, by reason.",
+                &["reason"],
+            ),
+            jobs_requeued: counter(
+                &r,
+                "httpsd_jobs_requeued_total",
+                "Orphaned jobs moved back to the queue by this worker's reaper.",
+                &["worker_id"],
+            ),
+            store_errors: counter(
+                &r,
+                "httpsd_store_errors_total",
+                "Failed store operations.",
+                &["operation"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The `l1_dir` and `l2_dir` labels: the first two segments of a path.
+pub fn dir_labels(path: &crate::targets::TargetPath) -> (&str, &str) {
+    let s = path.segments();
+    (
+        s.first().map_or("", String::as_str),
+        s.get(1).map_or("", String::as_str),
+    )
+}

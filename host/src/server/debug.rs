@@ -1,0 +1,141 @@
+//! `?debug=true`: the four shapes of the debug guide, with more detail.
+//!
+//! 1. `debug_info.normal_cache`: the cached answer, its age, whether it expired, and
+//!    whether the generators changed since it was made;
+//! 2. `debug_info.error_details`: the cached error with its traceback (both appear when
+//!    a path has a last good answer and a newer error);
+//! 3. `status: "processing"`: nothing cached yet, a job is queued or running (which,
+//!    and on which worker);
+//! 4. `status: "no_debug_info"`: nothing cached, nothing queued.
+//!
+//! When there is a `debug_info`, it also carries `job` (queued or running) and
+//! `last_run`: per generator, its time, fuel, memory, target count and guest log.
+
+use super::targets::store_unavailable;
+use super::{App, json};
+use crate::clock::{human, iso8601, now_unix};
+use crate::store::{JobState, Store};
+use crate::wire::{EntryView, TargetRequest};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+pub async fn respond<S: Store>(app: &App<S>, req: &TargetRequest, fingerprint: &str) -> Response {
+    let view = match app.store.debug_view(&req.full_path).await {
+        Ok(v) => v,
+        Err(e) => return store_unavailable(app, "debug", &e),
+    };
+    let requested = req.display_path();
+    let now = now_unix();
+    let mut info = Map::new();
+
+    if let Some(bytes) = &view.entry {
+        match EntryView::parse(bytes) {
+            Ok(entry) => {
+                let age = now - entry.updated_timestamp;
+                let results: Value =
+                    serde_json::from_str(entry.results.get()).unwrap_or(Value::Null);
+                let mut normal = json!({
+                    "status": "success",
+                    "updated_timestamp": iso8601(entry.updated_timestamp),
+                    "results": results,
+                    "cache_age_seconds": format!("{age:.1}s ago"),
+                    "age_seconds": age,
+                    "cache_seconds": app.config.cache_seconds,
+                    "expired": age > app.config.cache_seconds,
+                });
+                if let Some(made_with) = entry.fingerprint() {
+                    normal["generators"] = json!({
+                        "fingerprint_of_entry": made_with,
+                        "fingerprint_now": fingerprint,
+                        "changed_since": made_with != fingerprint,
+                    });
+                }
+                info.insert("normal_cache".into(), normal);
+            }
+            Err(e) => {
+                info.insert(
+                    "normal_cache".into(),
+                    json!({ "status": "unreadable", "error": e.to_string() }),
+                );
+            }
+        }
+    }
+
+    if let Some(bytes) = &view.error {
+        let raw: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let updated = raw["updated_timestamp"].as_f64().unwrap_or(0.0);
+        let mut details = match raw.get("error_details") {
+            Some(Value::Object(d)) => d.clone(),
+            _ => Map::new(),
+        };
+        details.insert("timestamp_human".into(), json!(human(updated)));
+        details
+            .entry("full_path")
+            .or_insert_with(|| json!(req.full_path));
+        details.insert(
+            "error_age_seconds".into(),
+            json!(format!("{:.1}s ago", now - updated)),
+        );
+        info.insert("error_details".into(), Value::Object(details));
+    }
+
+    let job = view.job.as_ref().map(|j| {
+        json!({
+            "state": j.state,
+            "worker_id": j.worker_id,
+            "since": iso8601(j.since),
+            "for_seconds": ((now - j.since) * 10.0).round() / 10.0,
+        })
+    });
+
+    if info.is_empty() {
+        let body = match (&view.job, job) {
+            (Some(status), Some(job)) => {
+                let message = match status.state {
+                    JobState::Running => format!(
+                        "Job is currently being processed by a worker ({}). Please wait a moment and try again.",
+                        status.worker_id
+                    ),
+                    JobState::Queued => {
+                        "Job is queued and waits for a worker. Please wait a moment and try again."
+                            .to_string()
+                    }
+                };
+                json!({
+                    "requested_path": requested,
+                    "status": "processing",
+                    "message": message,
+                    "suggestion": "Wait a few seconds and retry with ?debug=true",
+                    "job": job,
+                })
+            }
+            _ => json!({
+                "requested_path": requested,
+                "status": "no_debug_info",
+                "message": "No error information available yet. Please trigger job processing first.",
+                "suggestion": "Try the request without ?debug=true first to trigger job processing, then retry with ?debug=true",
+            }),
+        };
+        return json(StatusCode::OK, &body);
+    }
+
+    if let Some(job) = job {
+        info.insert("job".into(), job);
+    }
+    if let Some(run) = view
+        .run
+        .as_ref()
+        .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+    {
+        info.insert("last_run".into(), run);
+    }
+    json(
+        StatusCode::OK,
+        &json!({
+            "requested_path": requested,
+            "full_path": req.full_path,
+            "debug_info": info,
+        }),
+    )
+}

@@ -1,0 +1,196 @@
+//! The HTTP server (DESIGN §7): answers Prometheus from the cache, never by running a
+//! generator itself.
+//!
+//! - [`request`]: decoding and checking a `/targets` URL.
+//! - [`targets`]: `GET /targets[/<path>]`: hit, miss, expired, reload, and the
+//!   freshness extras (generator-aware freshness, refresh-ahead, wait on miss).
+//! - [`debug`]: the `?debug=true` answers.
+//! - [`admin`]: the admin page at `/`.
+//! - [`listener`]: the connection limit.
+
+pub mod admin;
+pub mod debug;
+pub mod listener;
+pub mod request;
+pub mod targets;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::targets::PathIndex;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the server answers; the CLI fills it from flags.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Prefix of every route: "" or "/something" (normalised by [`normalize_prefix`]).
+    pub url_prefix: String,
+    /// An entry older than this answers "cache expired" (`--cache-seconds`).
+    pub cache_seconds: f64,
+    /// Refresh an entry whose generators changed since it was made.
+    pub generator_freshness: bool,
+    /// Enqueue a refresh when a hit is older than this fraction of `cache_seconds`
+    /// (0 turns it off).
+    pub refresh_ahead: f64,
+    /// How long a miss may wait for the worker's result before answering 503.
+    pub wait_on_miss: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            url_prefix: String::new(),
+            cache_seconds: 300.0,
+            generator_freshness: true,
+            refresh_ahead: 0.75,
+            wait_on_miss: Duration::ZERO,
+        }
+    }
+}
+
+/// `"/sd/"` → `"/sd"`, `"sd"` → `"/sd"`, `""` or `"/"` → `""`.
+pub fn normalize_prefix(raw: &str) -> String {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// What every handler shares.
+pub struct App<S> {
+    pub store: Arc<S>,
+    pub index: Arc<PathIndex>,
+    pub metrics: Arc<Metrics>,
+    pub config: ServerConfig,
+}
+
+/// The routes, under the URL prefix.
+pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
+    let p = app.config.url_prefix.clone();
+    let admin_path = if p.is_empty() {
+        "/".to_string()
+    } else {
+        p.clone()
+    };
+    let mut router = Router::new()
+        .route(&format!("{p}/targets"), get(targets::handle::<S>))
+        .route(&format!("{p}/targets/"), get(targets::handle::<S>))
+        .route(&format!("{p}/targets/{{*rest}}"), get(targets::handle::<S>))
+        .route(&admin_path, get(admin::page::<S>))
+        .route(&format!("{p}/metrics"), get(metrics::<S>))
+        .route(&format!("{p}/healthz"), get(healthz))
+        .route(&format!("{p}/readyz"), get(readyz::<S>));
+    if !p.is_empty() {
+        router = router.route(&format!("{p}/"), get(admin::page::<S>));
+    }
+    router.fallback(not_found).with_state(app)
+}
+
+/// A JSON answer with `status`.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// `{"error": message}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the store answers: a load balancer stops sending requests to a server
+/// that lost Redis.
+async fn readyz<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "store": app.store.kind() }),
+        ),
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not ready", "store": app.store.kind(), "error": e.to_string() }),
+        ),
+    }
+}
+
+async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
+    metrics_response(&*app.store, &app.metrics).await
+}
+
+/// `/metrics`, with the queue gauges read from the store just before.
+pub async fn metrics_response<S: Store>(store: &S, metrics: &Metrics) -> Response {
+    match store.queue_lengths().await {
+        Ok((pending, processing)) => {
+            metrics
+                .queue_jobs
+                .with_label_values(&["pending"])
+                .set(pending as i64);
+            metrics
+                .queue_jobs
+                .with_label_values(&["processing"])
+                .set(processing as i64);
+        }
+        Err(e) => {
+            metrics.store_errors.with_label_values(&["metrics"]).inc();
+            tracing::debug!("cannot read queue lengths for /metrics: {e}");
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests
+/// in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    connection_limit: usize,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener::LimitedListener::new(listener, connection_limit);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_prefix;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(normalize_prefix(""), "");
+        assert_eq!(normalize_prefix("/"), "");
+        assert_eq!(normalize_prefix("sd"), "/sd");
+        assert_eq!(normalize_prefix("/sd/"), "/sd");
+        assert_eq!(normalize_prefix("/a/b"), "/a/b");
+    }
+}

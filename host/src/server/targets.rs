@@ -1,0 +1,307 @@
+//! `GET /targets[/<path>]`: the seed semantics, plus three extras behind flags.
+//!
+//! | state | answer |
+//! |---|---|
+//! | fresh entry | 200, the cached `results` bytes as they are (no re-serialising) |
+//! | no entry | enqueue, 503 `{"error": "cache miss"}` |
+//! | entry older than `--cache-seconds` | enqueue, 503 `{"error": "cache expired"}` |
+//! | unknown path | 404, nothing enqueued |
+//!
+//! Extras: a fresh entry whose generators changed since it was made is served while a
+//! refresh is enqueued (generator-aware freshness); a fresh entry past
+//! `--refresh-ahead` of its life is served while a refresh is enqueued (so a polled
+//! path never expires); a miss may wait `--wait-on-miss` for the worker.
+
+use super::request::{self, RequestError};
+use super::{App, json, json_error};
+use crate::clock::now_unix;
+use crate::metrics::dir_labels;
+use crate::store::{NewJob, Store};
+use crate::targets::TreeError;
+use crate::wire::{EntryView, TargetRequest};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An entry younger than this is not refreshed for a generator change: if servers and
+/// workers disagree about a generator (a half-finished rollout), this bounds the
+/// refreshes to one per path per this time instead of a tight loop.
+const MIN_FRESHNESS_AGE: f64 = 5.0;
+
+/// Seconds Prometheus (or a person) is told to wait after a 503.
+const RETRY_AFTER: &str = "5";
+
+pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, uri: Uri) -> Response {
+    let started = Instant::now();
+    let prefix = format!("{}/targets", app.config.url_prefix);
+    let raw_path = uri.path().strip_prefix(&prefix).unwrap_or("");
+    let query = match request::parse(raw_path, uri.query()) {
+        Ok(q) => q,
+        Err(RequestError::Invalid(msg)) => {
+            app.metrics
+                .path_requests
+                .with_label_values(&["", "fail", "", ""])
+                .inc();
+            return json_error(StatusCode::BAD_REQUEST, &msg);
+        }
+        Err(RequestError::NotFound) => return path_not_found(&app, raw_path),
+    };
+    let indexed = match app.index.lookup(&query.path).await {
+        Ok(i) => i,
+        Err(TreeError::NotFound) => return path_not_found(&app, raw_path),
+        Err(TreeError::Io(msg)) => {
+            tracing::error!("cannot read the target directory: {msg}");
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the target directory",
+            );
+        }
+    };
+    let req = TargetRequest::new(query.path, query.params);
+    if query.reload {
+        return reload(&app, &req).await;
+    }
+    if query.debug {
+        return super::debug::respond(&app, &req, &indexed.fingerprint).await;
+    }
+
+    let display = req.display_path();
+    let (l1, l2) = dir_labels(&req.path);
+    let (status, response) = answer(&app, &req, &indexed.fingerprint).await;
+    app.metrics
+        .path_requests
+        .with_label_values(&[display.as_str(), status, l1, l2])
+        .inc();
+    app.metrics
+        .path_request_duration
+        .with_label_values(&[display.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn path_not_found<S: Store>(app: &App<S>, raw_path: &str) -> Response {
+    app.metrics
+        .path_requests
+        .with_label_values(&["", "fail", "", ""])
+        .inc();
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({
+            "error": "path not found",
+            "path": format!("/targets{}", if raw_path.is_empty() { "" } else { raw_path }),
+        }),
+    )
+}
+
+/// The normal answer and its `status` label.
+async fn answer<S: Store>(
+    app: &Arc<App<S>>,
+    req: &TargetRequest,
+    fingerprint: &str,
+) -> (&'static str, Response) {
+    let ops = &app.metrics.cache_operations;
+    let entry = match app.store.get_entry(&req.full_path).await {
+        Ok(e) => e,
+        Err(e) => return ("fail", store_unavailable(app, "get", &e)),
+    };
+    if let Some(bytes) = entry {
+        match judge(app, &bytes, fingerprint) {
+            Judgement::Fresh { results, refresh } => {
+                ops.with_label_values(&["hit"]).inc();
+                if let Some(reason) = refresh {
+                    enqueue_in_background(app, req, reason);
+                }
+                return ("success", targets_response(results));
+            }
+            Judgement::Expired => {
+                ops.with_label_values(&["expired"]).inc();
+                if let Err(e) = enqueue(app, req, "expired").await {
+                    return ("fail", store_unavailable(app, "enqueue", &e));
+                }
+                if let Some(results) = wait_for_result(app, req, fingerprint).await {
+                    return ("success", targets_response(results));
+                }
+                return ("cache-expired", unavailable("cache expired"));
+            }
+            Judgement::Unreadable => {} // treated as a miss: regenerate it
+        }
+    }
+    ops.with_label_values(&["miss"]).inc();
+    if let Err(e) = enqueue(app, req, "miss").await {
+        return ("fail", store_unavailable(app, "enqueue", &e));
+    }
+    if let Some(results) = wait_for_result(app, req, fingerprint).await {
+        return ("success", targets_response(results));
+    }
+    ("cache-not-exist", unavailable("cache miss"))
+}
+
+enum Judgement {
+    /// Serve `results`; enqueue a refresh for `refresh` if set.
+    Fresh {
+        results: Bytes,
+        refresh: Option<&'static str>,
+    },
+    Expired,
+    Unreadable,
+}
+
+fn judge<S: Store>(app: &App<S>, bytes: &Bytes, fingerprint: &str) -> Judgement {
+    let view = match EntryView::parse(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("unreadable cache entry, regenerating: {e}");
+            return Judgement::Unreadable;
+        }
+    };
+    let age = now_unix() - view.updated_timestamp;
+    let config = &app.config;
+    if age > config.cache_seconds {
+        return Judgement::Expired;
+    }
+    let changed = config.generator_freshness
+        && age > MIN_FRESHNESS_AGE
+        && view.fingerprint().is_some_and(|f| f != fingerprint);
+    let refresh = if changed {
+        Some("generator-changed")
+    } else if config.refresh_ahead > 0.0 && age > config.cache_seconds * config.refresh_ahead {
+        Some("refresh-ahead")
+    } else {
+        None
+    };
+    // The results are a slice of the entry: no copy, no re-serialising.
+    let results = bytes.slice_ref(view.results.get().as_bytes());
+    Judgement::Fresh { results, refresh }
+}
+
+fn targets_response(results: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        results,
+    )
+        .into_response()
+}
+
+fn unavailable(message: &str) -> Response {
+    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+    response
+}
+
+pub(super) fn store_unavailable<S: Store>(
+    app: &App<S>,
+    operation: &str,
+    error: &crate::store::StoreError,
+) -> Response {
+    app.metrics
+        .store_errors
+        .with_label_values(&[operation])
+        .inc();
+    tracing::warn!("store {operation} failed: {error}");
+    let mut response = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "store unavailable", "message": error.to_string() }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+    response
+}
+
+async fn enqueue<S: Store>(
+    app: &App<S>,
+    req: &TargetRequest,
+    reason: &'static str,
+) -> Result<bool, crate::store::StoreError> {
+    let pushed = app
+        .store
+        .enqueue(&NewJob::from_job(&req.job(now_unix())))
+        .await?;
+    if pushed {
+        app.metrics.jobs_enqueued.with_label_values(&[reason]).inc();
+    }
+    Ok(pushed)
+}
+
+/// A refresh behind a hit must not slow the hit down.
+fn enqueue_in_background<S: Store>(app: &Arc<App<S>>, req: &TargetRequest, reason: &'static str) {
+    let app = app.clone();
+    let req = req.clone();
+    tokio::spawn(async move {
+        if let Err(e) = enqueue(&app, &req, reason).await {
+            app.metrics
+                .store_errors
+                .with_label_values(&["enqueue"])
+                .inc();
+            tracing::warn!(full_path = %req.full_path, "cannot enqueue a {reason} refresh: {e}");
+        }
+    });
+}
+
+/// `--wait-on-miss`: polls the entry (5 ms, doubling up to 50 ms) until it is fresh or
+/// the wait is over.
+async fn wait_for_result<S: Store>(
+    app: &App<S>,
+    req: &TargetRequest,
+    fingerprint: &str,
+) -> Option<Bytes> {
+    let wait = app.config.wait_on_miss;
+    if wait.is_zero() {
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut step = Duration::from_millis(5);
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::time::sleep(step.min(deadline - now)).await;
+        step = (step * 2).min(Duration::from_millis(50));
+        if let Ok(Some(bytes)) = app.store.get_entry(&req.full_path).await
+            && let Judgement::Fresh { results, .. } = judge(app, &bytes, fingerprint)
+        {
+            app.metrics
+                .cache_operations
+                .with_label_values(&["hit"])
+                .inc();
+            return Some(results);
+        }
+    }
+}
+
+async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
+    let outcome = match app
+        .store
+        .reload(&NewJob::from_job(&req.job(now_unix())))
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return store_unavailable(app, "reload", &e),
+    };
+    if outcome.enqueued {
+        app.metrics
+            .jobs_enqueued
+            .with_label_values(&["reload"])
+            .inc();
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "reload_initiated",
+            "message": "Cache cleared and job enqueued for regeneration. Please try again without ?reload=true",
+            "path": req.full_path,
+            "cache_cleared": outcome.cache_cleared,
+            "error_cache_cleared": outcome.error_cache_cleared,
+            "job_enqueued": outcome.enqueued,
+        }),
+    )
+}

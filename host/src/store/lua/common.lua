@@ -1,0 +1,55 @@
+-- Helpers prepended to every httpsd script. Key names are those of src/wire.rs:
+-- httpsd:job:<full_path> is a path's dedupe marker (a hash: state queued|running, job
+-- = sha1 of the job's JSON, raw, worker, since), httpsd:lease:<sha1> a running job's
+-- lease, httpsd:attempts:<sha1> how often it was taken, httpsd:run:<full_path> the last
+-- run's report. A job's id is the sha1 of its exact bytes in the lists.
+local PREFIX = 'httpsd:'
+local function marker_key(full_path) return PREFIX .. 'job:' .. full_path end
+local function lease_key(id) return PREFIX .. 'lease:' .. id end
+local function attempts_key(id) return PREFIX .. 'attempts:' .. id end
+
+local function full_path_of(raw)
+  local ok, job = pcall(cjson.decode, raw)
+  if ok and type(job) == 'table' and type(job.full_path) == 'string' then
+    return job.full_path
+  end
+  return nil
+end
+
+-- LPUSHes a job and marks its path queued.
+local function push(queue, full_path, raw, now, marker_ttl_ms)
+  local marker = marker_key(full_path)
+  redis.call('DEL', marker)
+  redis.call('HSET', marker, 'state', 'queued', 'job', redis.sha1hex(raw), 'raw', raw,
+    'worker', '', 'since', now)
+  redis.call('PEXPIRE', marker, marker_ttl_ms)
+  redis.call('LPUSH', queue, raw)
+end
+
+-- Marks a job's path queued again, if the marker is still this job's.
+local function mark_queued(raw, id, now)
+  local fp = full_path_of(raw)
+  if fp and redis.call('HGET', marker_key(fp), 'job') == id then
+    redis.call('HSET', marker_key(fp), 'state', 'queued', 'worker', '', 'since', now)
+  end
+end
+
+-- A worker has just moved `raw` to processing: lease it, count the attempt, and mark
+-- its path running (also for a job an old server pushed without a marker).
+local function start(raw, worker, now, lease_ms, marker_ttl_ms)
+  local id = redis.sha1hex(raw)
+  redis.call('SET', lease_key(id), worker, 'PX', lease_ms)
+  local attempts = redis.call('INCR', attempts_key(id))
+  redis.call('EXPIRE', attempts_key(id), 86400)
+  local fp = full_path_of(raw)
+  if fp then
+    local marker = marker_key(fp)
+    local owner = redis.call('HGET', marker, 'job')
+    if owner == id or not owner then
+      redis.call('HSET', marker, 'state', 'running', 'job', id, 'raw', raw,
+        'worker', worker, 'since', now)
+      redis.call('PEXPIRE', marker, marker_ttl_ms)
+    end
+  end
+  return {id, attempts}
+end

@@ -1,0 +1,5 @@
+-- KEYS: queue. ARGV: full_path, job, now, marker_ttl_ms.
+-- Pushes the job unless the path already has one queued or running.
+if redis.call('EXISTS', marker_key(ARGV[1])) == 1 then return 0 end
+push(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return 1

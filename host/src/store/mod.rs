@@ -1,0 +1,219 @@
+//! Where servers and workers meet: the cache, the error cache, the job queue, the
+//! dedupe markers and job leases, behind one trait with two backends.
+//!
+//! - [`redis`]: the shared store of a fleet (`httpsd server` + `httpsd worker`), in the
+//!   wire format of DESIGN §8. Every multi-key change is one Lua script, so a crash or a
+//!   second process never sees half of it.
+//! - [`memory`]: the embedded store of `httpsd serve`, one process, no Redis. Same
+//!   semantics, checked by the same behaviour tests (`tests/store.rs`).
+//!
+//! The job life cycle, the same in both:
+//!
+//! 1. [`Store::enqueue`] pushes a job unless the path's marker says one is already
+//!    queued or running (O(1) dedupe: at most one per `full_path`).
+//! 2. [`Store::take`] moves jobs from the queue to the processing list and gives each
+//!    a lease (kept alive by [`Store::heartbeat`]) and an attempt count.
+//! 3. [`Store::finish`] writes the result or the error, drops the job from
+//!    processing and clears the marker.
+//! 4. A worker that dies stops renewing its leases; [`Store::orphans`] finds jobs in
+//!    processing without a lease and [`Store::requeue`] puts them back in the queue.
+
+pub mod memory;
+pub mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore};
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
+
+/// A store failure. Callers answer a 503 (server) or back off (worker).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something this version cannot read.
+    #[error("unexpected answer from the store: {0}")]
+    Protocol(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Lifetimes of what the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// How long a cache entry stays (it outlives `--cache-seconds`, which is what makes
+    /// "cache expired" and debug's stale entry observable).
+    pub cache: Duration,
+    /// `error:<full_path>` (the old tool's 3600 s).
+    pub error: Duration,
+    /// A job's lease: a job whose worker has not renewed it for this long is orphaned.
+    pub lease: Duration,
+    /// A dedupe marker left behind by a job nobody finishes (a worker of another tool
+    /// that does not know about markers, or an operator who emptied the queue).
+    pub marker: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            cache: Duration::from_secs(24 * 3600),
+            error: crate::wire::ERROR_TTL,
+            lease: Duration::from_secs(30),
+            marker: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Whether a path's one job is waiting or being run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+}
+
+/// The dedupe marker of a path: its one queued-or-running job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStatus {
+    pub state: JobState,
+    /// The worker running it (empty while queued).
+    pub worker_id: String,
+    /// Unix time of the last state change.
+    pub since: f64,
+}
+
+/// A job taken from the queue by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    /// The job exactly as it sits in the lists (removing it needs the same bytes).
+    pub raw: String,
+    /// The lease's id (a hash of `raw`).
+    pub lease_id: String,
+    /// How many times this job has been taken, this time included.
+    pub attempts: u32,
+}
+
+/// What a worker writes back for one job.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub taken: Taken,
+    /// The job's `full_path` (where the result goes).
+    pub full_path: String,
+    pub outcome: Outcome,
+    /// The per-generator report of the run, for debug.
+    pub run: Vec<u8>,
+}
+
+/// What a finished job leaves behind, already encoded.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A cache entry for `full_path`; the path's error is removed.
+    Entry(Vec<u8>),
+    /// An error entry for `error:<full_path>`; the last good entry stays.
+    Error(Vec<u8>),
+    /// Nothing to write: the job could not even be read. It is only removed.
+    Discard,
+}
+
+/// Everything debug shows about a path, read in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct DebugView {
+    pub entry: Option<Bytes>,
+    pub error: Option<Bytes>,
+    pub job: Option<JobStatus>,
+    pub run: Option<Bytes>,
+}
+
+/// What a reload removed and whether it enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub cache_cleared: bool,
+    pub error_cache_cleared: bool,
+    pub enqueued: bool,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub full_path: String,
+    /// The job's JSON ([`crate::wire::Job`]).
+    pub raw: String,
+}
+
+impl NewJob {
+    pub fn from_job(job: &crate::wire::Job) -> NewJob {
+        NewJob {
+            full_path: job.full_path.clone(),
+            raw: job.to_json(),
+        }
+    }
+}
+
+/// The store. Both backends are cheap to share behind an `Arc` and safe to call from
+/// many tasks at once.
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and the admin page ("redis", "memory").
+    fn kind(&self) -> &'static str;
+
+    /// The cache entry of `full_path` (the hot path of every request: one round trip).
+    fn get_entry(&self, full_path: &str)
+    -> impl Future<Output = StoreResult<Option<Bytes>>> + Send;
+
+    /// Entry, error, marker and last run report of `full_path`.
+    fn debug_view(&self, full_path: &str) -> impl Future<Output = StoreResult<DebugView>> + Send;
+
+    /// The entry timestamps, errors and markers of many paths (the admin page).
+    fn overview(
+        &self,
+        full_paths: &[String],
+    ) -> impl Future<Output = StoreResult<Vec<DebugView>>> + Send;
+
+    /// Pushes `job` unless one is already queued or running for its path. `true` when
+    /// pushed.
+    fn enqueue(&self, job: &NewJob) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Deletes the entry and the error of the job's path, then enqueues it, also when a
+    /// job is running (its result predates the reload); not when one is still queued
+    /// (it will run after the reload anyway).
+    fn reload(&self, job: &NewJob) -> impl Future<Output = StoreResult<ReloadOutcome>> + Send;
+
+    /// Takes up to `max` jobs for `worker_id`, waiting up to `wait` for the first.
+    fn take(
+        &self,
+        worker_id: &str,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = StoreResult<Vec<Taken>>> + Send;
+
+    /// Renews the leases of running jobs (and their paths' markers). Returns how many
+    /// leases had already expired (their jobs may be run again elsewhere).
+    fn heartbeat(
+        &self,
+        running: &[(String, String)],
+    ) -> impl Future<Output = StoreResult<usize>> + Send;
+
+    /// Writes results and errors, drops the jobs from processing, clears markers: one
+    /// round trip for the whole batch.
+    fn finish(&self, done: &[Finished]) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Puts taken jobs back at the head of the queue (a draining worker), not counted
+    /// as attempts.
+    fn hand_back(&self, taken: &[Taken]) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Jobs in processing whose lease is gone.
+    fn orphans(&self) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// Moves an orphan back to the queue if it is still in processing and still has no
+    /// lease. `true` when moved.
+    fn requeue(&self, raw: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Lengths of the queue and of the processing list.
+    fn queue_lengths(&self) -> impl Future<Output = StoreResult<(u64, u64)>> + Send;
+
+    /// Readiness: the store answers.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+}

@@ -1,0 +1,551 @@
+//! The Redis store: the shared state of a fleet, in the wire format of DESIGN §8.
+//!
+//! Two kinds of connections, because one blocking read would stall everything
+//! multiplexed behind it:
+//!
+//! - a bb8 pool of multiplexed connections for every ordinary command, each with a
+//!   response timeout, so a Redis outage turns into a quick error, never a hang;
+//! - for [`Store::take`]'s blocking `BLMOVE`, connections of their own whose response
+//!   timeout is longer than the block.
+//!
+//! Every change that touches more than one key is a Lua script (`lua/*.lua`, with
+//! `lua/common.lua` prepended), so no other process ever sees half of it.
+
+use super::{
+    DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome, Retention, Store,
+    StoreError, StoreResult, Taken,
+};
+use crate::clock::now_unix;
+use crate::wire::{self, PROCESSING, QUEUE};
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Runs `$body` with `$c` bound to a pooled connection, marking the connection broken
+/// when the command failed at the connection level.
+macro_rules! on_conn {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let mut pooled = $self.conn().await?;
+        let $c = &mut pooled.conn;
+        let result = $body;
+        pooled.check(result)
+    }};
+}
+
+macro_rules! script {
+    ($name:literal) => {
+        concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!(concat!("lua/", $name, ".lua"))
+        )
+    };
+}
+
+struct Scripts {
+    enqueue: Script,
+    reload: Script,
+    take: Script,
+    start: Script,
+    heartbeat: Script,
+    finish: Script,
+    hand_back: Script,
+    orphans: Script,
+    requeue: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            enqueue: Script::new(script!("enqueue")),
+            reload: Script::new(script!("reload")),
+            take: Script::new(script!("take")),
+            start: Script::new(script!("start")),
+            heartbeat: Script::new(script!("heartbeat")),
+            finish: Script::new(script!("finish")),
+            hand_back: Script::new(script!("hand_back")),
+            orphans: Script::new(script!("orphans")),
+            requeue: Script::new(script!("requeue")),
+        }
+    }
+}
+
+/// How to reach Redis, and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Connect and response timeout of ordinary commands, and how long a caller waits
+    /// for a pooled connection.
+    pub timeout: Duration,
+    /// Pooled connections (each one multiplexes many concurrent commands).
+    pub pool_size: u32,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://localhost:6379/0".into(),
+            timeout: Duration::from_secs(2),
+            pool_size: 4,
+        }
+    }
+}
+
+/// A pooled connection that remembers whether it failed at the connection level.
+pub struct PooledConn {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl PooledConn {
+    /// Converts a command's result, marking the connection broken when the command
+    /// failed at the connection level (bb8 then replaces it).
+    fn check<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
+        if let Err(e) = &result
+            && is_connection_error(e)
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result.map_err(unavailable)
+    }
+}
+
+/// bb8's manager for [`PooledConn`]. bb8-redis's own manager never reports a broken
+/// connection, so after a Redis restart the pool would hand out dead connections for
+/// ever; this one drops a connection once a command on it failed at the connection
+/// level, and bb8 replaces it.
+struct Manager {
+    client: Client,
+    config: AsyncConnectionConfig,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PooledConn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<PooledConn, RedisError> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(PooledConn {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PooledConn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut PooledConn) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// bb8 reports connection failures here; the default sink drops them silently.
+#[derive(Debug, Clone, Copy)]
+struct LogSink;
+
+impl bb8::ErrorSink<RedisError> for LogSink {
+    fn sink(&self, error: RedisError) {
+        tracing::warn!("redis connection failed: {error}");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(*self)
+    }
+}
+
+pub struct RedisStore {
+    client: Client,
+    pool: bb8::Pool<Manager>,
+    /// Idle connections for blocking reads, reused between takes.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    scripts: Scripts,
+    settings: RedisSettings,
+    retention: Retention,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u64::MAX as u128) as u64
+}
+
+impl RedisStore {
+    /// Sets up the pool without connecting: a server or worker starts while Redis is
+    /// down and serves 503s (or waits) until it is back.
+    pub fn new(settings: RedisSettings, retention: Retention) -> StoreResult<RedisStore> {
+        let client = Client::open(settings.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout));
+        let pool = bb8::Pool::builder()
+            .max_size(settings.pool_size.max(1))
+            .connection_timeout(settings.timeout)
+            // A PING per checkout would double every request's round trips; broken
+            // connections are found by `has_broken` instead.
+            .test_on_check_out(false)
+            .error_sink(Box::new(LogSink))
+            .build_unchecked(Manager {
+                client: client.clone(),
+                config,
+            });
+        Ok(RedisStore {
+            client,
+            pool,
+            blocking: Mutex::new(Vec::new()),
+            scripts: Scripts::new(),
+            settings,
+            retention,
+        })
+    }
+
+    /// A pooled connection (waiting at most the timeout for one).
+    async fn conn(&self) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
+        self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => unavailable(e),
+            bb8::RunError::TimedOut => StoreError::Unavailable(format!(
+                "no Redis connection within {}",
+                crate::units::format_duration(self.settings.timeout)
+            )),
+        })
+    }
+
+    async fn blocking_conn(&self, wait: Duration) -> StoreResult<MultiplexedConnection> {
+        if let Some(conn) = self.blocking.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(Some(wait + self.settings.timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The blocking half of [`Store::take`]: waits for one job with BLMOVE.
+    async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
+        let mut conn = self.blocking_conn(wait).await?;
+        let moved: Result<Option<String>, RedisError> = redis::cmd("BLMOVE")
+            .arg(QUEUE)
+            .arg(PROCESSING)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(wait.as_secs_f64().max(0.01))
+            .query_async(&mut conn)
+            .await;
+        match &moved {
+            Err(e) if is_connection_error(e) => {} // drop the connection
+            _ => {
+                if let Ok(mut idle) = self.blocking.lock() {
+                    idle.push(conn);
+                }
+            }
+        }
+        let Some(raw) = moved.map_err(unavailable)? else {
+            return Ok(Vec::new());
+        };
+        // Between BLMOVE and this script the job has no lease; the reaper waits a
+        // whole lease period before it calls a job orphaned, so it is not taken twice.
+        let (lease_id, attempts): (String, u32) = on_conn!(self, |c| {
+            self.scripts
+                .start
+                .arg(&raw)
+                .arg(worker_id)
+                .arg(now_unix())
+                .arg(ms(self.retention.lease))
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(vec![Taken {
+            raw,
+            lease_id,
+            attempts,
+        }])
+    }
+}
+
+/// Reads a marker hash (HGETALL) into a status.
+fn job_status(fields: HashMap<String, String>) -> Option<JobStatus> {
+    let state = match fields.get("state")?.as_str() {
+        "queued" => JobState::Queued,
+        "running" => JobState::Running,
+        _ => return None,
+    };
+    Some(JobStatus {
+        state,
+        worker_id: fields.get("worker").cloned().unwrap_or_default(),
+        since: fields
+            .get("since")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
+    })
+}
+
+fn bytes_of(v: Option<Vec<u8>>) -> Option<Bytes> {
+    v.map(Bytes::from)
+}
+
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get_entry(&self, full_path: &str) -> StoreResult<Option<Bytes>> {
+        let value: Option<Vec<u8>> = on_conn!(self, |c| redis::cmd("GET")
+            .arg(full_path)
+            .query_async(c)
+            .await)?;
+        Ok(bytes_of(value))
+    }
+
+    async fn debug_view(&self, full_path: &str) -> StoreResult<DebugView> {
+        Ok(self
+            .overview(&[full_path.to_string()])
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn overview(&self, full_paths: &[String]) -> StoreResult<Vec<DebugView>> {
+        let mut views = Vec::with_capacity(full_paths.len());
+        // Pipelined in chunks: one round trip per 256 paths.
+        for chunk in full_paths.chunks(256) {
+            let mut pipe = redis::pipe();
+            for fp in chunk {
+                pipe.cmd("GET").arg(fp);
+                pipe.cmd("GET").arg(wire::error_key(fp));
+                pipe.cmd("HGETALL").arg(wire::marker_key(fp));
+                pipe.cmd("GET").arg(wire::run_key(fp));
+            }
+            #[allow(clippy::type_complexity)]
+            let rows: Vec<(
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+                HashMap<String, String>,
+                Option<Vec<u8>>,
+            )> = on_conn!(self, |c| pipe.query_async(c).await)?;
+            views.extend(
+                rows.into_iter()
+                    .map(|(entry, error, marker, run)| DebugView {
+                        entry: bytes_of(entry),
+                        error: bytes_of(error),
+                        job: job_status(marker),
+                        run: bytes_of(run),
+                    }),
+            );
+        }
+        Ok(views)
+    }
+
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
+        let pushed: i64 = on_conn!(self, |c| {
+            self.scripts
+                .enqueue
+                .key(QUEUE)
+                .arg(&job.full_path)
+                .arg(&job.raw)
+                .arg(now_unix())
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(pushed == 1)
+    }
+
+    async fn reload(&self, job: &NewJob) -> StoreResult<ReloadOutcome> {
+        let (cache, error, enqueued): (i64, i64, i64) = on_conn!(self, |c| {
+            self.scripts
+                .reload
+                .key(QUEUE)
+                .arg(&job.full_path)
+                .arg(&job.raw)
+                .arg(now_unix())
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(ReloadOutcome {
+            cache_cleared: cache > 0,
+            error_cache_cleared: error > 0,
+            enqueued: enqueued > 0,
+        })
+    }
+
+    async fn take(&self, worker_id: &str, max: usize, wait: Duration) -> StoreResult<Vec<Taken>> {
+        // First whatever is there, in one round trip; block only when the queue is empty.
+        let flat: Vec<Value> = on_conn!(self, |c| {
+            self.scripts
+                .take
+                .key(QUEUE)
+                .key(PROCESSING)
+                .arg(max.max(1))
+                .arg(worker_id)
+                .arg(now_unix())
+                .arg(ms(self.retention.lease))
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        if flat.is_empty() {
+            return self.take_blocking(worker_id, wait).await;
+        }
+        let mut taken = Vec::with_capacity(flat.len() / 3);
+        for triple in flat.chunks(3) {
+            let [raw, id, attempts] = triple else {
+                return Err(StoreError::Protocol(
+                    "take returned a partial triple".into(),
+                ));
+            };
+            let parse = |v: &Value| -> StoreResult<String> {
+                redis::from_redis_value_ref::<String>(v)
+                    .map_err(|e| StoreError::Protocol(format!("take: {e}")))
+            };
+            taken.push(Taken {
+                raw: parse(raw)?,
+                lease_id: parse(id)?,
+                attempts: redis::from_redis_value_ref::<u32>(attempts)
+                    .map_err(|e| StoreError::Protocol(format!("take: {e}")))?,
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn heartbeat(&self, running: &[(String, String)]) -> StoreResult<usize> {
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        invocation
+            .arg(ms(self.retention.lease))
+            .arg(ms(self.retention.marker));
+        for (id, full_path) in running {
+            invocation.arg(id).arg(full_path);
+        }
+        let lost: usize = on_conn!(self, |c| invocation.invoke_async(c).await)?;
+        Ok(lost)
+    }
+
+    async fn finish(&self, done: &[Finished]) -> StoreResult<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        // One pipeline of EVALSHAs for the batch; if Redis lost its script cache (a
+        // restart), load the script and send the batch once more (finishing twice is
+        // harmless: every step is idempotent).
+        let build = || {
+            let mut pipe = redis::pipe();
+            for f in done {
+                let (ok, payload) = match &f.outcome {
+                    Outcome::Entry(entry) => ("1", entry.as_slice()),
+                    Outcome::Error(error) => ("0", error.as_slice()),
+                    Outcome::Discard => ("x", &[][..]),
+                };
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.finish.get_hash())
+                    .arg(1)
+                    .arg(PROCESSING)
+                    .arg(&f.taken.raw)
+                    .arg(&f.taken.lease_id)
+                    .arg(&f.full_path)
+                    .arg(ok)
+                    .arg(payload)
+                    .arg(f.run.as_slice())
+                    .arg(ms(self.retention.cache))
+                    .arg(ms(self.retention.error))
+                    .ignore();
+            }
+            pipe
+        };
+        let mut pooled = self.conn().await?;
+        let first = build().query_async::<()>(&mut pooled.conn).await;
+        let result = match first {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                match self
+                    .scripts
+                    .finish
+                    .prepare_invoke()
+                    .load_async(&mut pooled.conn)
+                    .await
+                {
+                    Ok(_) => build().query_async::<()>(&mut pooled.conn).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        pooled.check(result)
+    }
+
+    async fn hand_back(&self, taken: &[Taken]) -> StoreResult<()> {
+        for t in taken {
+            on_conn!(self, |c| {
+                self.scripts
+                    .hand_back
+                    .key(QUEUE)
+                    .key(PROCESSING)
+                    .arg(&t.raw)
+                    .arg(&t.lease_id)
+                    .arg(now_unix())
+                    .invoke_async::<()>(c)
+                    .await
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn orphans(&self) -> StoreResult<Vec<String>> {
+        on_conn!(self, |c| self
+            .scripts
+            .orphans
+            .key(PROCESSING)
+            .invoke_async(c)
+            .await)
+    }
+
+    async fn requeue(&self, raw: &str) -> StoreResult<bool> {
+        let moved: i64 = on_conn!(self, |c| {
+            self.scripts
+                .requeue
+                .key(QUEUE)
+                .key(PROCESSING)
+                .arg(raw)
+                .arg(now_unix())
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(moved == 1)
+    }
+
+    async fn queue_lengths(&self) -> StoreResult<(u64, u64)> {
+        on_conn!(self, |c| {
+            redis::pipe()
+                .cmd("LLEN")
+                .arg(QUEUE)
+                .cmd("LLEN")
+                .arg(PROCESSING)
+                .query_async(c)
+                .await
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        on_conn!(self, |c| redis::cmd("PING").query_async::<()>(c).await)
+    }
+}

@@ -1,0 +1,207 @@
+//! One job, from the raw queue entry to what is written back: parse it, find the
+//! generators under its path, run them, and encode the cache entry or the error entry
+//! (DESIGN §8) and the per-generator run report that `?debug=true` shows.
+
+use crate::clock::{iso8601, now_unix};
+use crate::metrics::Metrics;
+use crate::runtime::{ErrorKind, Runtime};
+use crate::store::{Finished, Outcome, Taken};
+use crate::targets::{GeneratorReport, PathIndex, TreeError, run_path};
+use crate::wire::{self, EntryMeta, ErrorDetails, ErrorEntry, Job};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every job needs, shared by a process's workers.
+pub struct JobContext {
+    pub runtime: Arc<Runtime>,
+    pub index: Arc<PathIndex>,
+    pub metrics: Arc<Metrics>,
+    /// A job taken more often than this (its workers kept dying) is given up on.
+    pub max_attempts: u32,
+}
+
+/// The `error_type` of a job given up on after too many attempts.
+pub const WORKER_LOST: &str = "WorkerLostError";
+
+/// `httpsd:run:<full_path>`: what the last run of a path did.
+#[derive(Debug, Serialize)]
+pub struct RunRecord<'a> {
+    pub job_id: &'a str,
+    pub worker_id: &'a str,
+    pub attempts: u32,
+    pub finished: f64,
+    pub processing_time: f64,
+    pub ok: bool,
+    pub fingerprint: &'a str,
+    pub generators: &'a [GeneratorReport],
+}
+
+/// Runs the job `taken` as `worker_id` and returns what to write back.
+pub async fn run_job(ctx: &JobContext, worker_id: &str, taken: Taken) -> Finished {
+    let started = Instant::now();
+    let job: Job = match serde_json::from_str(&taken.raw) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::error!(job = %taken.raw, "dropping a queue entry that is not a job: {e}");
+            return Finished {
+                taken,
+                full_path: String::new(),
+                outcome: Outcome::Discard,
+                run: Vec::new(),
+            };
+        }
+    };
+    let failed = |error_type: &str, message: String, generator: Option<String>| {
+        let details = ErrorDetails {
+            error_type: error_type.to_string(),
+            traceback: format!(
+                "Traceback (most recent call last):\n  File \"{}\", in <worker>\n{error_type}: {message}",
+                job.full_path
+            ),
+            error_message: message,
+            worker_id: worker_id.to_string(),
+            job_id: job.job_id.clone(),
+            path: job.path.clone(),
+            extra_args: job.extra_args.clone(),
+            timestamp: iso8601(now_unix()),
+            processing_time: started.elapsed().as_secs_f64(),
+            generator,
+            full_path: Some(job.full_path.clone()),
+        };
+        ErrorEntry::new(now_unix(), details).to_vec()
+    };
+    let finish = |outcome: Outcome, run: Vec<u8>| Finished {
+        taken: taken.clone(),
+        full_path: job.full_path.clone(),
+        outcome,
+        run,
+    };
+
+    if taken.attempts > ctx.max_attempts {
+        let message = format!(
+            "job abandoned after {} attempts: each time its worker stopped before finishing it (killed, out of memory, or cut off from the store)",
+            taken.attempts - 1
+        );
+        tracing::error!(full_path = %job.full_path, "{message}");
+        return finish(
+            Outcome::Error(failed(WORKER_LOST, message, None)),
+            Vec::new(),
+        );
+    }
+    let request = match job.request() {
+        Ok(r) => r,
+        Err(e) => {
+            return finish(
+                Outcome::Error(failed(ErrorKind::LoadError.as_str(), e, None)),
+                Vec::new(),
+            );
+        }
+    };
+    let indexed = match ctx.index.lookup(&request.path).await {
+        Ok(i) => i,
+        Err(e) => {
+            let message = match e {
+                TreeError::NotFound => format!("no generator answers {}", request.display_path()),
+                TreeError::Io(msg) => msg,
+            };
+            return finish(
+                Outcome::Error(failed(ErrorKind::LoadError.as_str(), message, None)),
+                Vec::new(),
+            );
+        }
+    };
+
+    let outcome = run_path(&ctx.runtime, &indexed.generators, &request.params).await;
+    record_generators(&ctx.metrics, &outcome.reports);
+    let processing_time = started.elapsed().as_secs_f64();
+    let now = now_unix();
+    let run = serde_json::to_vec(&RunRecord {
+        job_id: &job.job_id,
+        worker_id,
+        attempts: taken.attempts,
+        finished: now,
+        processing_time,
+        ok: outcome.result.is_ok(),
+        fingerprint: &indexed.fingerprint,
+        generators: &outcome.reports,
+    })
+    .unwrap_or_default();
+
+    let written = match outcome.result {
+        Ok(groups) => {
+            let targets = groups.iter().map(|g| g.targets.len()).sum();
+            ctx.metrics
+                .path_last_generated_targets
+                .with_label_values(&[&request.display_path()])
+                .set(targets as i64);
+            let meta = EntryMeta {
+                fingerprint: indexed.fingerprint.clone(),
+                job_id: job.job_id.clone(),
+                worker_id: worker_id.to_string(),
+                processing_time,
+                targets,
+            };
+            Outcome::Entry(wire::encode_entry(now, &groups, &meta))
+        }
+        Err(failure) => {
+            tracing::warn!(
+                full_path = %job.full_path,
+                generator = %failure.generator,
+                error_type = %failure.error.kind,
+                "generation failed: {}",
+                failure.error.message
+            );
+            let details = ErrorDetails {
+                error_type: failure.error.kind.as_str().to_string(),
+                error_message: failure.error.message,
+                traceback: failure.error.traceback,
+                worker_id: worker_id.to_string(),
+                job_id: job.job_id.clone(),
+                path: job.path.clone(),
+                extra_args: job.extra_args.clone(),
+                timestamp: iso8601(now),
+                processing_time,
+                generator: Some(failure.generator),
+                full_path: Some(job.full_path.clone()),
+            };
+            Outcome::Error(ErrorEntry::new(now, details).to_vec())
+        }
+    };
+    finish(written, run)
+}
+
+fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {
+    for r in reports {
+        let name = r.generator.as_str();
+        let status = r.error.as_ref().map_or("success", |e| e.kind.as_str());
+        metrics
+            .generator_runs
+            .with_label_values(&[name, status])
+            .inc();
+        metrics
+            .generator_duration
+            .with_label_values(&[name])
+            .observe(r.stats.duration.as_secs_f64());
+        if r.kind == crate::targets::GeneratorKind::Wasm {
+            metrics
+                .generator_instantiate
+                .with_label_values(&[name])
+                .observe(r.stats.instantiate.as_secs_f64());
+            metrics
+                .generator_fuel
+                .with_label_values(&[name])
+                .inc_by(r.stats.fuel_used);
+        }
+        match &r.error {
+            None => metrics
+                .generator_targets
+                .with_label_values(&[name])
+                .set(r.targets as i64),
+            Some(e) if e.kind == ErrorKind::Timeout => {
+                metrics.generator_timeouts.with_label_values(&[name]).inc()
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! A process's workers: `--num-workers` loops that take jobs, run them and write the
+//! results back, plus the lease heartbeat and the reaper.
+//!
+//! Each loop takes up to `batch` jobs at once (one round trip when the queue is busy),
+//! runs them concurrently, and writes all their results in one round trip. It only
+//! blocks on the queue when it is empty. A store outage is waited out with a capped
+//! backoff, never a crash. On shutdown the loops stop taking, running jobs get
+//! `drain_timeout` to finish, and whatever is still running then is handed back to the
+//! queue for another worker.
+
+use super::job::{JobContext, run_job};
+use super::reaper;
+use crate::store::{Outcome, Store, Taken};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// One loop per id (the `worker_id` of results, errors and metrics).
+    pub worker_ids: Vec<String>,
+    /// Jobs one loop takes and runs at once.
+    pub batch: usize,
+    /// How long one blocking read of an empty queue waits (also how quickly a loop
+    /// notices shutdown).
+    pub poll: Duration,
+    /// The lease time: heartbeats go out every third of it, the reaper runs once per it.
+    pub lease: Duration,
+    /// How long running jobs may finish after shutdown before they are handed back.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker_ids: vec![super::default_worker_id()],
+            batch: 8,
+            poll: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Jobs being run by this process, by lease id: what the heartbeat renews and what a
+/// drain hands back.
+type InFlight = Arc<Mutex<HashMap<String, (String, Taken)>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, (String, Taken)>> {
+    in_flight.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the workers until `shutdown` turns true, then drains.
+pub async fn run_pool<S: Store>(
+    store: Arc<S>,
+    ctx: Arc<JobContext>,
+    config: WorkerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+    let first_id = config.worker_ids.first().cloned().unwrap_or_default();
+    let heartbeat = tokio::spawn(heartbeat(
+        store.clone(),
+        ctx.clone(),
+        in_flight.clone(),
+        config.lease / 3,
+    ));
+    let reaper = tokio::spawn(reaper::run(
+        store.clone(),
+        ctx.metrics.clone(),
+        first_id,
+        config.lease,
+        shutdown.clone(),
+    ));
+    let loops: Vec<_> = config
+        .worker_ids
+        .iter()
+        .map(|id| {
+            tokio::spawn(worker_loop(
+                store.clone(),
+                ctx.clone(),
+                id.clone(),
+                config.clone(),
+                in_flight.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    tracing::info!(
+        workers = config.worker_ids.len(),
+        store = store.kind(),
+        "workers started"
+    );
+
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    tracing::info!(
+        running = lock(&in_flight).len(),
+        "shutting down: no new jobs; waiting for running ones"
+    );
+    let aborts: Vec<_> = loops.iter().map(|h| h.abort_handle()).collect();
+    if tokio::time::timeout(config.drain_timeout, futures::future::join_all(loops))
+        .await
+        .is_err()
+    {
+        aborts.iter().for_each(|a| a.abort());
+        let left: Vec<Taken> = lock(&in_flight).drain().map(|(_, (_, t))| t).collect();
+        tracing::warn!(
+            jobs = left.len(),
+            "drain timeout: handing running jobs back to the queue"
+        );
+        if let Err(e) = store.hand_back(&left).await {
+            tracing::error!(
+                "cannot hand jobs back (their leases will expire and the reaper will requeue them): {e}"
+            );
+        }
+    }
+    heartbeat.abort();
+    reaper.abort();
+    tracing::info!("workers stopped");
+}
+
+/// Waits with a capped exponential backoff between failed store calls.
+struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Backoff {
+        Backoff(Backoff::MIN)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Backoff::MIN;
+    }
+
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.0) => {}
+            _ = shutdown.changed() => {}
+        }
+        self.0 = (self.0 * 2).min(Backoff::MAX);
+    }
+}
+
+async fn worker_loop<S: Store>(
+    store: Arc<S>,
+    ctx: Arc<JobContext>,
+    id: String,
+    config: WorkerConfig,
+    in_flight: InFlight,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new();
+    while !*shutdown.borrow() {
+        let taken = match store.take(&id, config.batch, config.poll).await {
+            Ok(t) => {
+                backoff.reset();
+                t
+            }
+            Err(e) => {
+                ctx.metrics.store_errors.with_label_values(&["take"]).inc();
+                tracing::warn!(worker_id = %id, "cannot take jobs: {e}");
+                backoff.wait(&mut shutdown).await;
+                continue;
+            }
+        };
+        if taken.is_empty() {
+            continue;
+        }
+        {
+            let mut map = lock(&in_flight);
+            for t in &taken {
+                let full_path = serde_json::from_str::<crate::wire::Job>(&t.raw)
+                    .map(|j| j.full_path)
+                    .unwrap_or_default();
+                map.insert(t.lease_id.clone(), (full_path, t.clone()));
+            }
+        }
+        let done =
+            futures::future::join_all(taken.into_iter().map(|t| run_job(&ctx, &id, t))).await;
+        for f in &done {
+            let status = match f.outcome {
+                Outcome::Entry(_) => "success",
+                Outcome::Error(_) => "failure",
+                Outcome::Discard => "discarded",
+            };
+            ctx.metrics
+                .jobs_processed
+                .with_label_values(&[id.as_str(), status])
+                .inc();
+        }
+        // Results are only lost if the store stays away past the drain; until then,
+        // retry. (The leases may expire meanwhile; a rerun elsewhere is harmless.)
+        loop {
+            match store.finish(&done).await {
+                Ok(()) => {
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    ctx.metrics
+                        .store_errors
+                        .with_label_values(&["finish"])
+                        .inc();
+                    tracing::warn!(worker_id = %id, jobs = done.len(), "cannot write results: {e}");
+                    backoff.wait(&mut shutdown).await;
+                }
+            }
+        }
+        let mut map = lock(&in_flight);
+        for f in &done {
+            map.remove(&f.taken.lease_id);
+        }
+    }
+}
+
+async fn heartbeat<S: Store>(
+    store: Arc<S>,
+    ctx: Arc<JobContext>,
+    in_flight: InFlight,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(50)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let running: Vec<(String, String)> = lock(&in_flight)
+            .iter()
+            .map(|(id, (full_path, _))| (id.clone(), full_path.clone()))
+            .collect();
+        match store.heartbeat(&running).await {
+            Ok(0) => {}
+            Ok(lost) => tracing::warn!(
+                jobs = lost,
+                "leases expired before renewal (the store was slow or away); those jobs may run twice"
+            ),
+            Err(e) => {
+                ctx.metrics
+                    .store_errors
+                    .with_label_values(&["heartbeat"])
+                    .inc();
+                tracing::warn!("cannot renew job leases: {e}");
+            }
+        }
+    }
+}
