@@ -124,3 +124,32 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+pub mod http;
+pub mod process;
+pub mod redis_server;
+
+#[allow(unused_imports)]
+pub use http::{Reply, get};
+#[allow(unused_imports)]
+pub use process::{Httpsd, free_port};
+#[allow(unused_imports)]
+pub use redis_server::RedisServer;
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` seconds with
+/// `what` (the tests wait on real processes; a bound turns a hang into a failure).
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+pub mod scenario;

@@ -4,9 +4,10 @@
 //!    whether the generators changed since it was made;
 //! 2. `debug_info.error_details`: the cached error with its traceback (both appear when
 //!    a path has a last good answer and a newer error);
-//! 3. `status: "processing"`: nothing cached yet, a job is queued or running (which,
-//!    and on which worker);
-//! 4. `status: "no_debug_info"`: nothing cached, nothing queued.
+//! 3. `status: "processing"`: nothing cached yet, a worker is running the job (which
+//!    worker, for how long);
+//! 4. `status: "no_debug_info"`: nothing cached and nothing running (a queued job is
+//!    shown as `job`).
 //!
 //! When there is a `debug_info`, it also carries `job` (queued or running) and
 //! `last_run`: per generator, its time, fuel, memory, target count and guest log.
@@ -90,32 +91,31 @@ pub async fn respond<S: Store>(app: &App<S>, req: &TargetRequest, fingerprint: &
     });
 
     if info.is_empty() {
+        // A running job is the guide's "processing"; a queued one is still "no debug
+        // info" (nothing has happened yet), with the job shown as an extra.
         let body = match (&view.job, job) {
-            (Some(status), Some(job)) => {
-                let message = match status.state {
-                    JobState::Running => format!(
-                        "Job is currently being processed by a worker ({}). Please wait a moment and try again.",
-                        status.worker_id
-                    ),
-                    JobState::Queued => {
-                        "Job is queued and waits for a worker. Please wait a moment and try again."
-                            .to_string()
-                    }
-                };
-                json!({
-                    "requested_path": requested,
-                    "status": "processing",
-                    "message": message,
-                    "suggestion": "Wait a few seconds and retry with ?debug=true",
-                    "job": job,
-                })
-            }
-            _ => json!({
+            (Some(status), Some(job)) if status.state == JobState::Running => json!({
                 "requested_path": requested,
-                "status": "no_debug_info",
-                "message": "No error information available yet. Please trigger job processing first.",
-                "suggestion": "Try the request without ?debug=true first to trigger job processing, then retry with ?debug=true",
+                "status": "processing",
+                "message": format!(
+                    "Job is currently being processed by a worker ({}). Please wait a moment and try again.",
+                    status.worker_id
+                ),
+                "suggestion": "Wait a few seconds and retry with ?debug=true",
+                "job": job,
             }),
+            (_, job) => {
+                let mut body = json!({
+                    "requested_path": requested,
+                    "status": "no_debug_info",
+                    "message": "No error information available yet. Please trigger job processing first.",
+                    "suggestion": "Try the request without ?debug=true first to trigger job processing, then retry with ?debug=true",
+                });
+                if let Some(job) = job {
+                    body["job"] = job;
+                }
+                body
+            }
         };
         return json(StatusCode::OK, &body);
     }

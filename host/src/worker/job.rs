@@ -40,6 +40,22 @@ pub struct RunRecord<'a> {
 /// Runs the job `taken` as `worker_id` and returns what to write back.
 pub async fn run_job(ctx: &JobContext, worker_id: &str, taken: Taken) -> Finished {
     let started = Instant::now();
+    let started_unix = now_unix();
+    let finished = run(ctx, worker_id, taken, started).await;
+    // Start and end in wall-clock time: lets an operator (and the multi-process test)
+    // line up jobs across workers.
+    tracing::debug!(
+        full_path = %finished.full_path,
+        worker_id,
+        attempts = finished.taken.attempts,
+        started = started_unix,
+        finished = now_unix(),
+        "job finished"
+    );
+    finished
+}
+
+async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) -> Finished {
     let job: Job = match serde_json::from_str(&taken.raw) {
         Ok(job) => job,
         Err(e) => {

@@ -1,0 +1,382 @@
+//! One behaviour suite for the store trait, run against both backends: the in-memory
+//! store of `httpsd serve` and the Redis store on a real `redis-server` started for the
+//! test. Whatever one backend does, the other must do too.
+
+mod support;
+
+use httpsd::store::{
+    Finished, JobState, MemoryStore, NewJob, Outcome, RedisSettings, RedisStore, Retention, Store,
+    Taken,
+};
+use httpsd::targets::TargetPath;
+use httpsd::wire::TargetRequest;
+use std::time::Duration;
+use support::RedisServer;
+
+/// The `n`th job for `path` (same path, same full_path, distinct jobs).
+fn job(path: &str, n: u32) -> NewJob {
+    job_with(path, n, Vec::new())
+}
+
+fn job_with(path: &str, n: u32, params: Vec<(String, String)>) -> NewJob {
+    let req = TargetRequest::new(TargetPath::parse(path).unwrap(), params);
+    NewJob::from_job(&req.job(1_700_000_000.0 + f64::from(n) / 1000.0))
+}
+
+fn finished(job: &NewJob, taken: &Taken, outcome: Outcome) -> Finished {
+    Finished {
+        taken: taken.clone(),
+        full_path: job.full_path.clone(),
+        outcome,
+        run: br#"{"ok":true}"#.to_vec(),
+    }
+}
+
+fn entry(tag: &str) -> Outcome {
+    Outcome::Entry(
+        format!(
+            r#"{{"updated_timestamp": 1.0, "results": [{{"targets": ["{tag}"], "labels": {{}}}}]}}"#
+        )
+        .into_bytes(),
+    )
+}
+
+fn error(tag: &str) -> Outcome {
+    Outcome::Error(format!(r#"{{"status": "error", "tag": "{tag}"}}"#).into_bytes())
+}
+
+const NO_WAIT: Duration = Duration::from_millis(10);
+
+/// The whole suite against a store built by `make` (a fresh, empty store each call).
+async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
+    let short = Retention {
+        lease: Duration::from_millis(300),
+        ..Retention::default()
+    };
+
+    // Dedupe: one queued-or-running job per full_path; other paths are independent.
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    assert!(s.enqueue(&a).await.unwrap());
+    assert!(
+        !s.enqueue(&job("a", 1)).await.unwrap(),
+        "a second job for a queued path"
+    );
+    assert!(s.enqueue(&job("b", 1)).await.unwrap());
+    assert_eq!(s.queue_lengths().await.unwrap(), (2, 0));
+    let view = s.debug_view(&a.full_path).await.unwrap();
+    assert_eq!(view.job.as_ref().map(|j| j.state), Some(JobState::Queued));
+
+    // Take: oldest first, into processing, leased, marker says running with the worker.
+    let taken = s.take("w1", 1, NO_WAIT).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].raw, a.raw);
+    assert_eq!(taken[0].attempts, 1);
+    assert_eq!(s.queue_lengths().await.unwrap(), (1, 1));
+    let status = s.debug_view(&a.full_path).await.unwrap().job.unwrap();
+    assert_eq!(status.state, JobState::Running);
+    assert_eq!(status.worker_id, "w1");
+    assert!(
+        !s.enqueue(&a).await.unwrap(),
+        "a second job for a running path"
+    );
+
+    // Finish with an entry: written, out of processing, marker gone (enqueue works again).
+    s.finish(&[finished(&a, &taken[0], entry("x"))])
+        .await
+        .unwrap();
+    assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
+    let got = s.get_entry(&a.full_path).await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&got).unwrap().contains("\"x\""));
+    let view = s.debug_view(&a.full_path).await.unwrap();
+    assert!(view.job.is_none() && view.error.is_none());
+    assert_eq!(view.run.as_deref(), Some(&br#"{"ok":true}"#[..]));
+
+    // An error keeps the last good entry; the next success removes the error.
+    let a2 = job("a", 2);
+    assert!(s.enqueue(&a2).await.unwrap());
+    let b_and_a2 = s.take("w1", 8, NO_WAIT).await.unwrap();
+    assert_eq!(b_and_a2.len(), 2, "a batch take returns every queued job");
+    let t = b_and_a2.iter().find(|t| t.raw == a2.raw).unwrap();
+    s.finish(&[finished(&a2, t, error("boom"))]).await.unwrap();
+    let view = s.debug_view(&a.full_path).await.unwrap();
+    assert!(
+        view.entry.is_some(),
+        "an error must not delete the last good entry"
+    );
+    assert!(
+        std::str::from_utf8(view.error.as_ref().unwrap())
+            .unwrap()
+            .contains("boom")
+    );
+    let a3 = job("a", 3);
+    assert!(s.enqueue(&a3).await.unwrap());
+    let t = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
+    s.finish(&[finished(&a3, &t, entry("y"))]).await.unwrap();
+    let view = s.debug_view(&a.full_path).await.unwrap();
+    assert!(view.error.is_none(), "success removes the error");
+
+    // Reload: clears both, enqueues; a second reload while queued does not; a reload
+    // while running does (the running job predates it).
+    let a4 = job("a", 4);
+    let t_b = b_and_a2.iter().find(|t| t.raw != a2.raw).unwrap();
+    s.finish(&[finished(&job("b", 1), t_b, error("b"))])
+        .await
+        .unwrap();
+    let r = s.reload(&a4).await.unwrap();
+    assert!(
+        r.cache_cleared && !r.error_cache_cleared && r.enqueued,
+        "{r:?}"
+    );
+    assert!(s.get_entry(&a.full_path).await.unwrap().is_none());
+    let r = s.reload(&job("a", 5)).await.unwrap();
+    assert!(!r.cache_cleared && !r.enqueued, "{r:?}");
+    assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, a4.raw);
+    let r = s.reload(&job("a", 6)).await.unwrap();
+    assert!(r.enqueued, "a reload while running enqueues");
+    // The older job finishing does not clear the newer job's marker.
+    s.finish(&[finished(&a4, &t, entry("z"))]).await.unwrap();
+    assert_eq!(
+        s.debug_view(&a.full_path)
+            .await
+            .unwrap()
+            .job
+            .map(|j| j.state),
+        Some(JobState::Queued)
+    );
+    let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
+    let r = s.reload(&job("b", 2)).await.unwrap();
+    assert!(
+        b.error.is_some() && r.error_cache_cleared && !r.cache_cleared,
+        "{r:?}"
+    );
+
+    // Orphans: a lease not renewed expires; the job goes back to the queue, once, and
+    // its next take counts a second attempt. A renewed lease keeps its job.
+    let s = make(short);
+    let o = job("o", 1);
+    let k = job("k", 1);
+    s.enqueue(&o).await.unwrap();
+    s.enqueue(&k).await.unwrap();
+    let taken = s.take("w1", 2, NO_WAIT).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(
+        s.orphans().await.unwrap().is_empty(),
+        "fresh leases are not orphans"
+    );
+    let keep = taken.iter().find(|t| t.raw == k.raw).unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lost = s
+            .heartbeat(&[(keep.lease_id.clone(), k.full_path.clone())])
+            .await
+            .unwrap();
+        assert_eq!(lost, 0);
+    }
+    let orphans = s.orphans().await.unwrap();
+    assert_eq!(
+        orphans,
+        vec![o.raw.clone()],
+        "only the unrenewed job is orphaned"
+    );
+    assert!(s.requeue(&o.raw).await.unwrap());
+    assert!(!s.requeue(&o.raw).await.unwrap(), "requeued once");
+    assert!(
+        !s.requeue(&k.raw).await.unwrap(),
+        "a leased job is never requeued"
+    );
+    assert_eq!(
+        s.debug_view(&o.full_path)
+            .await
+            .unwrap()
+            .job
+            .map(|j| j.state),
+        Some(JobState::Queued)
+    );
+    let again = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(again.raw, o.raw);
+    assert_eq!(again.attempts, 2);
+    let expired_lost = s
+        .heartbeat(&[("no-such-lease".to_string(), "x".to_string())])
+        .await
+        .unwrap();
+    assert_eq!(expired_lost, 1);
+
+    // Hand back: to the head of the queue, not counted as an attempt.
+    s.hand_back(std::slice::from_ref(&again)).await.unwrap();
+    assert_eq!(s.queue_lengths().await.unwrap(), (1, 1));
+    let back = s.take("w3", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!((back.raw.as_str(), back.attempts), (o.raw.as_str(), 2));
+
+    // Discard: an unreadable job is only removed.
+    let junk = Taken {
+        raw: "not a job".into(),
+        lease_id: "x".into(),
+        attempts: 1,
+    };
+    s.finish(&[Finished {
+        taken: junk,
+        full_path: String::new(),
+        outcome: Outcome::Discard,
+        run: Vec::new(),
+    }])
+    .await
+    .unwrap();
+
+    // A blocked take wakes up when a job is pushed.
+    let s = std::sync::Arc::new(make(Retention::default()));
+    let waiter = {
+        let s = s.clone();
+        tokio::spawn(async move { s.take("w1", 1, Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let w = job("wake", 1);
+    s.enqueue(&w).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(4), waiter)
+        .await
+        .expect("take woke up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].raw, w.raw);
+    // An empty take returns empty after its wait.
+    assert!(s.take("w1", 1, NO_WAIT).await.unwrap().is_empty());
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_behaviour() {
+    suite(MemoryStore::new).await;
+}
+
+#[tokio::test]
+async fn redis_store_behaviour() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    suite(|retention| {
+        redis.flush();
+        RedisStore::new(
+            RedisSettings {
+                url: url.clone(),
+                ..RedisSettings::default()
+            },
+            retention,
+        )
+        .unwrap()
+    })
+    .await;
+}
+
+/// The Redis keys themselves, as DESIGN §8 and the seeds name them, with their TTLs.
+#[tokio::test]
+async fn redis_wire_format() {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(
+        RedisSettings {
+            url: redis.url(),
+            ..RedisSettings::default()
+        },
+        Retention::default(),
+    )
+    .unwrap();
+    let a = job_with("svc", 1, vec![("n".into(), "1".into())]);
+    store.enqueue(&a).await.unwrap();
+    let queued: Vec<String> = redis.cmd(&["LRANGE", "target_generation_queue", "0", "-1"]);
+    assert_eq!(queued, vec![a.raw.clone()]);
+    let j: serde_json::Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(j["full_path"], "/targets/svc?n=1");
+    assert_eq!(j["path"], "svc");
+    assert_eq!(j["extra_args"], serde_json::json!({"n": "1"}));
+    assert_eq!(j["job_id"], "/targets/svc?n=1:1700000000");
+    let marker_ttl: i64 = redis.cmd(&["TTL", "httpsd:job:/targets/svc?n=1"]);
+    assert!(marker_ttl > 0, "markers carry a TTL");
+
+    let t = store.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    let processing: Vec<String> =
+        redis.cmd(&["LRANGE", "target_generation_queue:processing", "0", "-1"]);
+    assert_eq!(processing, vec![a.raw.clone()]);
+    let lease_ttl: i64 = redis.cmd(&["PTTL", &format!("httpsd:lease:{}", t.lease_id)]);
+    assert!(lease_ttl > 0 && lease_ttl <= 30_000, "{lease_ttl}");
+
+    store.finish(&[finished(&a, &t, error("e"))]).await.unwrap();
+    let error_ttl: i64 = redis.cmd(&["TTL", "error:/targets/svc?n=1"]);
+    assert!((3590..=3600).contains(&error_ttl), "error TTL {error_ttl}");
+    let llen: i64 = redis.cmd(&["LLEN", "target_generation_queue:processing"]);
+    assert_eq!(llen, 0);
+
+    // Every key of our own has a TTL.
+    let keys: Vec<String> = redis.cmd(&["KEYS", "httpsd:*"]);
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = redis.cmd(&["TTL", &key]);
+        assert!(ttl > 0, "{key} has no TTL");
+    }
+
+    // A job pushed by the old tool (no marker) is marked running when taken, so dedupe
+    // covers it too, and it finishes cleanly.
+    let old = r#"{"full_path": "/targets/old?", "path": "old", "extra_args": {}, "job_id": "/targets/old?:1"}"#;
+    redis.cmd::<()>(&["LPUSH", "target_generation_queue", old]);
+    let t = store.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, old);
+    let old_job = NewJob {
+        full_path: "/targets/old?".into(),
+        raw: old.into(),
+    };
+    assert!(!store.enqueue(&old_job).await.unwrap());
+    store
+        .finish(&[finished(&old_job, &t, entry("o"))])
+        .await
+        .unwrap();
+    assert!(redis.get("/targets/old?").is_some());
+    let cache_ttl: i64 = redis.cmd(&["TTL", "/targets/old?"]);
+    assert!(
+        cache_ttl > 3600,
+        "the entry outlives --cache-seconds: {cache_ttl}"
+    );
+}
+
+/// A Redis outage is a quick error, and the same store works again when Redis is back,
+/// without being rebuilt.
+#[tokio::test]
+async fn redis_outage_is_an_error_then_recovers() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::new(
+        RedisSettings {
+            url: redis.url(),
+            timeout: Duration::from_millis(500),
+            ..RedisSettings::default()
+        },
+        Retention::default(),
+    )
+    .unwrap();
+    store.ping().await.unwrap();
+    redis.stop();
+    // A hang guard, not a timing: every call must come back with an error.
+    let during = tokio::time::timeout(Duration::from_secs(30), async {
+        (
+            store.get_entry("/targets/x?").await.is_err(),
+            store.enqueue(&job("x", 1)).await.is_err(),
+            store
+                .take("w", 1, Duration::from_millis(100))
+                .await
+                .is_err(),
+        )
+    })
+    .await
+    .expect("store calls during an outage must not hang");
+    assert_eq!(during, (true, true, true));
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..200 {
+        if store.ping().await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "the store did not recover after Redis came back");
+    assert!(store.enqueue(&job("x", 2)).await.unwrap());
+    assert_eq!(store.take("w", 1, NO_WAIT).await.unwrap().len(), 1);
+}
