@@ -4,6 +4,9 @@ use clap::Parser;
 use httpsd::cli::commands::{self, block_on};
 use httpsd::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     httpsd::cli::init_logging(cli.log_level, cli.log_format);

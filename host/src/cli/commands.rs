@@ -90,12 +90,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Retention::default(),
     )?);
     check_store(&*store).await;
-    let app = Arc::new(App {
+    let app = App::new(
         store,
-        index: PathIndex::new(tree, args.tree.tree_refresh),
-        metrics: Arc::new(Metrics::new()),
-        config: args.http.config(),
-    });
+        PathIndex::new(tree, args.tree.tree_refresh),
+        Arc::new(Metrics::new()),
+        args.http.config(),
+    );
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "server");
     server::serve(
@@ -170,12 +170,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_attempts: args.pool.max_attempts,
     });
-    let app = Arc::new(App {
-        store: store.clone(),
-        index,
-        metrics,
-        config: args.http.config(),
-    });
+    let app = App::new(store.clone(), index, metrics, args.http.config());
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "serve");
 

@@ -172,8 +172,9 @@ pub struct RedisArgs {
     #[arg(long, env = "HTTPSD_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
-    /// Pooled Redis connections (each multiplexes many concurrent commands).
-    #[arg(long, env = "HTTPSD_REDIS_POOL_SIZE", default_value_t = 4)]
+    /// Redis connections shared by all commands (each multiplexes many concurrent
+    /// commands; fewer connections pipeline more).
+    #[arg(long, env = "HTTPSD_REDIS_POOL_SIZE", default_value_t = 1)]
     pub redis_pool_size: u32,
 }
 

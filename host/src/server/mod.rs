@@ -7,10 +7,12 @@
 //! - [`debug`]: the `?debug=true` answers.
 //! - [`admin`]: the admin page at `/`.
 //! - [`listener`]: the connection limit.
+//! - [`prepared`]: a memo of recently requested URLs for the hit path.
 
 pub mod admin;
 pub mod debug;
 pub mod listener;
+pub mod prepared;
 pub mod request;
 pub mod targets;
 
@@ -69,6 +71,27 @@ pub struct App<S> {
     pub index: Arc<PathIndex>,
     pub metrics: Arc<Metrics>,
     pub config: ServerConfig,
+    /// `<url_prefix>/targets`.
+    targets_route: String,
+    prepared: prepared::PreparedMemo,
+}
+
+impl<S: Store> App<S> {
+    pub fn new(
+        store: Arc<S>,
+        index: Arc<PathIndex>,
+        metrics: Arc<Metrics>,
+        config: ServerConfig,
+    ) -> Arc<App<S>> {
+        Arc::new(App {
+            targets_route: format!("{}/targets", config.url_prefix),
+            store,
+            index,
+            metrics,
+            config,
+            prepared: prepared::PreparedMemo::default(),
+        })
+    }
 }
 
 /// The routes, under the URL prefix.

@@ -12,10 +12,10 @@
 //! `--refresh-ahead` of its life is served while a refresh is enqueued (so a polled
 //! path never expires); a miss may wait `--wait-on-miss` for the worker.
 
+use super::prepared::Prepared;
 use super::request::{self, RequestError};
 use super::{App, json, json_error};
 use crate::clock::now_unix;
-use crate::metrics::dir_labels;
 use crate::store::{NewJob, Store};
 use crate::targets::TreeError;
 use crate::wire::{EntryView, TargetRequest};
@@ -36,8 +36,30 @@ const RETRY_AFTER: &str = "5";
 
 pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, uri: Uri) -> Response {
     let started = Instant::now();
-    let prefix = format!("{}/targets", app.config.url_prefix);
-    let raw_path = uri.path().strip_prefix(&prefix).unwrap_or("");
+    let url = uri.path_and_query().map_or("", |pq| pq.as_str());
+    let prepared = match app.prepared.get(url, &app.index) {
+        Some(p) => p,
+        None => match prepare(&app, &uri).await {
+            Ok(p) => {
+                app.prepared.insert(url, p.clone());
+                p
+            }
+            Err(response) => return response,
+        },
+    };
+    let (status, response) = answer(&app, &prepared.req, &prepared.indexed.fingerprint).await;
+    prepared.count(status);
+    prepared.duration.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Decodes the URL and finds its generators. Debug and reload requests, and every
+/// refusal, are answered here (`Err`); a normal request becomes a [`Prepared`].
+async fn prepare<S: Store>(app: &Arc<App<S>>, uri: &Uri) -> Result<Arc<Prepared>, Response> {
+    let raw_path = uri
+        .path()
+        .strip_prefix(app.targets_route.as_str())
+        .unwrap_or("");
     let query = match request::parse(raw_path, uri.query()) {
         Ok(q) => q,
         Err(RequestError::Invalid(msg)) => {
@@ -45,41 +67,29 @@ pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, uri: Uri) -> Respo
                 .path_requests
                 .with_label_values(&["", "fail", "", ""])
                 .inc();
-            return json_error(StatusCode::BAD_REQUEST, &msg);
+            return Err(json_error(StatusCode::BAD_REQUEST, &msg));
         }
-        Err(RequestError::NotFound) => return path_not_found(&app, raw_path),
+        Err(RequestError::NotFound) => return Err(path_not_found(app, raw_path)),
     };
     let indexed = match app.index.lookup(&query.path).await {
         Ok(i) => i,
-        Err(TreeError::NotFound) => return path_not_found(&app, raw_path),
+        Err(TreeError::NotFound) => return Err(path_not_found(app, raw_path)),
         Err(TreeError::Io(msg)) => {
             tracing::error!("cannot read the target directory: {msg}");
-            return json_error(
+            return Err(json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot read the target directory",
-            );
+            ));
         }
     };
     let req = TargetRequest::new(query.path, query.params);
     if query.reload {
-        return reload(&app, &req).await;
+        return Err(reload(app, &req).await);
     }
     if query.debug {
-        return super::debug::respond(&app, &req, &indexed.fingerprint).await;
+        return Err(super::debug::respond(app, &req, &indexed.fingerprint).await);
     }
-
-    let display = req.display_path();
-    let (l1, l2) = dir_labels(&req.path);
-    let (status, response) = answer(&app, &req, &indexed.fingerprint).await;
-    app.metrics
-        .path_requests
-        .with_label_values(&[display.as_str(), status, l1, l2])
-        .inc();
-    app.metrics
-        .path_request_duration
-        .with_label_values(&[display.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
+    Ok(Arc::new(Prepared::new(req, indexed, &app.metrics)))
 }
 
 fn path_not_found<S: Store>(app: &App<S>, raw_path: &str) -> Response {

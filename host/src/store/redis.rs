@@ -4,7 +4,9 @@
 //! multiplexed behind it:
 //!
 //! - a bb8 pool of multiplexed connections for every ordinary command, each with a
-//!   response timeout, so a Redis outage turns into a quick error, never a hang;
+//!   response timeout, so a Redis outage turns into a quick error, never a hang (the
+//!   pool connects and replaces broken connections; callers share a few of them, see
+//!   `slots`);
 //! - for [`Store::take`]'s blocking `BLMOVE`, connections of their own whose response
 //!   timeout is longer than the block.
 //!
@@ -82,7 +84,8 @@ pub struct RedisSettings {
     /// Connect and response timeout of ordinary commands, and how long a caller waits
     /// for a pooled connection.
     pub timeout: Duration,
-    /// Pooled connections (each one multiplexes many concurrent commands).
+    /// Connections shared by all commands (each multiplexes many concurrent commands;
+    /// fewer connections mean more pipelining).
     pub pool_size: u32,
 }
 
@@ -91,12 +94,14 @@ impl Default for RedisSettings {
         RedisSettings {
             url: "redis://localhost:6379/0".into(),
             timeout: Duration::from_secs(2),
-            pool_size: 4,
+            pool_size: 1,
         }
     }
 }
 
 /// A pooled connection that remembers whether it failed at the connection level.
+/// Cloning shares the connection (redis-rs multiplexes the clones' commands on it).
+#[derive(Clone)]
 pub struct PooledConn {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
@@ -165,11 +170,21 @@ impl bb8::ErrorSink<RedisError> for LogSink {
 pub struct RedisStore {
     client: Client,
     pool: bb8::Pool<Manager>,
+    /// Connections in use, shared by every caller: taking one is a clone, not a pool
+    /// checkout (no lock wait, no timer per command), and concurrent commands on one
+    /// connection are pipelined, which is what keeps Redis's own CPU per request low.
+    /// A slot whose connection broke is refilled from the pool.
+    slots: Vec<Mutex<Option<PooledConn>>>,
+    next_slot: std::sync::atomic::AtomicUsize,
     /// Idle connections for blocking reads, reused between takes.
     blocking: Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     settings: RedisSettings,
     retention: Retention,
+}
+
+fn lock_slot(slot: &Mutex<Option<PooledConn>>) -> std::sync::MutexGuard<'_, Option<PooledConn>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -199,14 +214,23 @@ impl RedisStore {
             // A PING per checkout would double every request's round trips; broken
             // connections are found by `has_broken` instead.
             .test_on_check_out(false)
+            // The slots hold clones of pooled connections; bb8 must not close them
+            // for being idle in the pool.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .error_sink(Box::new(LogSink))
             .build_unchecked(Manager {
                 client: client.clone(),
                 config,
             });
+        let slots = (0..settings.pool_size.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
         Ok(RedisStore {
             client,
             pool,
+            slots,
+            next_slot: std::sync::atomic::AtomicUsize::new(0),
             blocking: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
             settings,
@@ -214,15 +238,26 @@ impl RedisStore {
         })
     }
 
-    /// A pooled connection (waiting at most the timeout for one).
-    async fn conn(&self) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
-        self.pool.get().await.map_err(|e| match e {
+    /// A connection for one command: a slot's shared connection, refilled from the
+    /// pool (connecting if need be, waiting at most the timeout) when it broke.
+    async fn conn(&self) -> StoreResult<PooledConn> {
+        let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        if let Some(c) = lock_slot(&self.slots[i])
+            .as_ref()
+            .filter(|c| !c.broken.load(Ordering::Relaxed))
+        {
+            return Ok(c.clone());
+        }
+        let pooled = self.pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => unavailable(e),
             bb8::RunError::TimedOut => StoreError::Unavailable(format!(
                 "no Redis connection within {}",
                 crate::units::format_duration(self.settings.timeout)
             )),
-        })
+        })?;
+        let conn = (*pooled).clone();
+        *lock_slot(&self.slots[i]) = Some(conn.clone());
+        Ok(conn)
     }
 
     async fn blocking_conn(&self, wait: Duration) -> StoreResult<MultiplexedConnection> {

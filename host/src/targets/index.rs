@@ -44,14 +44,21 @@ impl PathIndex {
         &self.tree
     }
 
+    /// Whether `indexed` is still within its refresh time (what [`lookup`](Self::lookup)
+    /// would return from the memo).
+    pub fn is_current(&self, indexed: &Indexed) -> bool {
+        indexed.checked.elapsed() < self.refresh
+    }
+
     /// The generators under `path` and their fingerprint; `NotFound` for a path with
     /// no directory and no file.
     pub async fn lookup(self: &Arc<Self>, path: &TargetPath) -> Result<Arc<Indexed>, TreeError> {
-        if let Some(hit) = self.memo.lock().ok().and_then(|m| {
-            m.get(path)
-                .filter(|e| e.checked.elapsed() < self.refresh)
-                .cloned()
-        }) {
+        if let Some(hit) = self
+            .memo
+            .lock()
+            .ok()
+            .and_then(|m| m.get(path).filter(|e| self.is_current(e)).cloned())
+        {
             return Ok(hit);
         }
         let this = self.clone();

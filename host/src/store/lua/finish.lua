@@ -4,7 +4,9 @@
 -- entry), drops the job from processing and clears the path's marker if it is this
 -- job's.
 local raw, id, fp = ARGV[1], ARGV[2], ARGV[3]
-redis.call('LREM', KEYS[1], 1, raw)
+-- From the tail: jobs are moved in at the head, so the oldest (usually the one
+-- finishing) is near the tail and the scan is short.
+redis.call('LREM', KEYS[1], -1, raw)
 redis.call('DEL', lease_key(id), attempts_key(id))
 if ARGV[4] == 'x' then return 1 end
 if ARGV[4] == '1' then

@@ -1,7 +1,7 @@
 -- KEYS: queue, processing. ARGV: job, id, now.
 -- A draining worker returns a job it will not run: back to the consumer end of the
 -- queue, lease dropped, the attempt not counted.
-if redis.call('LREM', KEYS[2], 1, ARGV[1]) > 0 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+if redis.call('LREM', KEYS[2], -1, ARGV[1]) > 0 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
 redis.call('DEL', lease_key(ARGV[2]))
 if redis.call('EXISTS', attempts_key(ARGV[2])) == 1 then
   redis.call('DECR', attempts_key(ARGV[2]))
