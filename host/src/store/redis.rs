@@ -481,51 +481,25 @@ impl Store for RedisStore {
         if done.is_empty() {
             return Ok(());
         }
-        // One pipeline of EVALSHAs for the batch; if Redis lost its script cache (a
-        // restart), load the script and send the batch once more (finishing twice is
-        // harmless: every step is idempotent).
-        let build = || {
-            let mut pipe = redis::pipe();
-            for f in done {
-                let (ok, payload) = match &f.outcome {
-                    Outcome::Entry(entry) => ("1", entry.as_slice()),
-                    Outcome::Error(error) => ("0", error.as_slice()),
-                    Outcome::Discard => ("x", &[][..]),
-                };
-                pipe.cmd("EVALSHA")
-                    .arg(self.scripts.finish.get_hash())
-                    .arg(1)
-                    .arg(PROCESSING)
-                    .arg(&f.taken.raw)
-                    .arg(&f.taken.lease_id)
-                    .arg(&f.full_path)
-                    .arg(ok)
-                    .arg(payload)
-                    .arg(f.run.as_slice())
-                    .arg(ms(self.retention.cache))
-                    .arg(ms(self.retention.error))
-                    .ignore();
-            }
-            pipe
-        };
-        let mut pooled = self.conn().await?;
-        let first = build().query_async::<()>(&mut pooled.conn).await;
-        let result = match first {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                match self
-                    .scripts
-                    .finish
-                    .prepare_invoke()
-                    .load_async(&mut pooled.conn)
-                    .await
-                {
-                    Ok(_) => build().query_async::<()>(&mut pooled.conn).await,
-                    Err(e) => Err(e),
-                }
-            }
-            other => other,
-        };
-        pooled.check(result)
+        let mut invocation = self.scripts.finish.key(PROCESSING);
+        invocation
+            .arg(ms(self.retention.cache))
+            .arg(ms(self.retention.error));
+        for f in done {
+            let (kind, payload) = match &f.outcome {
+                Outcome::Entry(entry) => ("1", entry.as_slice()),
+                Outcome::Error(error) => ("0", error.as_slice()),
+                Outcome::Discard => ("x", &[][..]),
+            };
+            invocation
+                .arg(&f.taken.raw)
+                .arg(&f.taken.lease_id)
+                .arg(&f.full_path)
+                .arg(kind)
+                .arg(payload)
+                .arg(f.run.as_slice());
+        }
+        on_conn!(self, |c| invocation.invoke_async::<()>(c).await)
     }
 
     async fn hand_back(&self, taken: &[Taken]) -> StoreResult<()> {

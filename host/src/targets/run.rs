@@ -48,6 +48,21 @@ pub async fn run_path(
     generators: &[GeneratorFile],
     params: &[(String, String)],
 ) -> PathOutcome {
+    if let [only] = generators {
+        // One generator (the common case): no task to spawn, nothing to merge.
+        let (report, groups) = run_one(runtime, only.clone(), params.to_vec()).await;
+        let result = match (&report.error, groups) {
+            (Some(error), _) => Err(PathFailure {
+                generator: report.generator.clone(),
+                error: error.clone(),
+            }),
+            (None, groups) => Ok(groups.unwrap_or_default()),
+        };
+        return PathOutcome {
+            result,
+            reports: vec![report],
+        };
+    }
     let runs = generators.iter().cloned().map(|g| {
         let runtime = runtime.clone();
         let params = params.to_vec();

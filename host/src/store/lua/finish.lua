@@ -1,21 +1,26 @@
--- KEYS: processing. ARGV: job, id, full_path, kind (1 entry | 0 error | x discard),
--- entry or error, run report, cache_ttl_ms, error_ttl_ms.
--- Writes the result (and drops the old error) or the error (keeping the last good
--- entry), drops the job from processing and clears the path's marker if it is this
--- job's.
-local raw, id, fp = ARGV[1], ARGV[2], ARGV[3]
--- From the tail: jobs are moved in at the head, so the oldest (usually the one
--- finishing) is near the tail and the scan is short.
-redis.call('LREM', KEYS[1], -1, raw)
-redis.call('DEL', lease_key(id), attempts_key(id))
-if ARGV[4] == 'x' then return 1 end
-if ARGV[4] == '1' then
-  redis.call('SET', fp, ARGV[5], 'PX', ARGV[7])
-  redis.call('DEL', 'error:' .. fp)
-else
-  redis.call('SET', 'error:' .. fp, ARGV[5], 'PX', ARGV[8])
+-- KEYS: processing. ARGV: cache_ttl_ms, error_ttl_ms, then per finished job six
+-- values: job, id, full_path, kind (1 entry | 0 error | x discard), entry or error,
+-- run report.
+-- For each job: writes the result (and drops the old error) or the error (keeping the
+-- last good entry), drops the job from processing, and clears the path's marker if it
+-- is this job's. One script for a whole batch: one round trip, one script call.
+local cache_ttl, error_ttl = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 6 do
+  local raw, id, fp, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  -- From the tail: jobs are moved in at the head, so the oldest (usually the one
+  -- finishing) is near the tail and the scan is short.
+  redis.call('LREM', KEYS[1], -1, raw)
+  redis.call('DEL', lease_key(id), attempts_key(id))
+  if kind ~= 'x' then
+    if kind == '1' then
+      redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
+      redis.call('DEL', 'error:' .. fp)
+    else
+      redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl)
+    end
+    redis.call('SET', PREFIX .. 'run:' .. fp, ARGV[i + 5], 'PX', cache_ttl)
+    local marker = marker_key(fp)
+    if redis.call('HGET', marker, 'job') == id then redis.call('DEL', marker) end
+  end
 end
-redis.call('SET', PREFIX .. 'run:' .. fp, ARGV[6], 'PX', ARGV[7])
-local marker = marker_key(fp)
-if redis.call('HGET', marker, 'job') == id then redis.call('DEL', marker) end
 return 1
