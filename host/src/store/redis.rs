@@ -273,6 +273,24 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// Runs `enqueue` or `reload`: both take the queue, the job's path and the job.
+    async fn push_job<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        job: &NewJob,
+    ) -> StoreResult<T> {
+        on_conn!(self, |c| {
+            script
+                .key(QUEUE)
+                .arg(&job.full_path)
+                .arg(&job.raw)
+                .arg(now_unix())
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })
+    }
+
     /// The blocking half of [`Store::take`]: waits for one job with BLMOVE.
     async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
         let mut conn = self.blocking_conn(wait).await?;
@@ -390,32 +408,13 @@ impl Store for RedisStore {
     }
 
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
-        let pushed: i64 = on_conn!(self, |c| {
-            self.scripts
-                .enqueue
-                .key(QUEUE)
-                .arg(&job.full_path)
-                .arg(&job.raw)
-                .arg(now_unix())
-                .arg(ms(self.retention.marker))
-                .invoke_async(c)
-                .await
-        })?;
+        let pushed: i64 = self.push_job(&self.scripts.enqueue, job).await?;
         Ok(pushed == 1)
     }
 
     async fn reload(&self, job: &NewJob) -> StoreResult<ReloadOutcome> {
-        let (cache, error, enqueued): (i64, i64, i64) = on_conn!(self, |c| {
-            self.scripts
-                .reload
-                .key(QUEUE)
-                .arg(&job.full_path)
-                .arg(&job.raw)
-                .arg(now_unix())
-                .arg(ms(self.retention.marker))
-                .invoke_async(c)
-                .await
-        })?;
+        let (cache, error, enqueued): (i64, i64, i64) =
+            self.push_job(&self.scripts.reload, job).await?;
         Ok(ReloadOutcome {
             cache_cleared: cache > 0,
             error_cache_cleared: error > 0,
