@@ -63,3 +63,120 @@ fn sigterm_finishes_the_running_job_and_exits_cleanly() {
         "the running job finished before exit: {logs}"
     );
 }
+
+/// Generator-aware freshness: once a generator changes, the entry it made is stale. The
+/// old answer is still served (never a 503) while a refresh is enqueued, and the new
+/// targets arrive without `?reload=true` or a restart.
+#[test]
+fn a_changed_generator_refreshes_its_paths_without_a_reload() {
+    let tree = support::Tree::new();
+    let v1 = r#"[{"targets": ["10.0.0.1:9100"], "labels": {"job": "v1"}}]"#;
+    let v2 = r#"[{"targets": ["10.0.0.2:9100"], "labels": {"job": "v2"}}]"#;
+    tree.file("svc/hosts.json", v1);
+    // Refresh-ahead off and a long cache life: only the fingerprint can cause a refresh.
+    let serve = Httpsd::serve(
+        tree.root(),
+        &[
+            "--wait-on-miss",
+            "20s",
+            "--cache-seconds",
+            "3600",
+            "--refresh-ahead",
+            "0",
+            "--tree-refresh",
+            "200ms",
+        ],
+    );
+    let first = get(serve.port, "/targets/svc").unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()[0]["labels"]["job"], "v1");
+
+    tree.file("svc/hosts.json", v2);
+    let mut statuses = Vec::new();
+    eventually(30, "the changed generator's targets", || {
+        let r = get(serve.port, "/targets/svc").ok()?;
+        statuses.push(r.status);
+        (r.status == 200 && r.json()[0]["labels"]["job"] == "v2").then_some(())
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "the old answer is served while the refresh runs: {statuses:?}"
+    );
+    let debug = get(serve.port, "/targets/svc?debug=true").unwrap().json();
+    assert_eq!(
+        debug["debug_info"]["normal_cache"]["generators"]["changed_since"], false,
+        "{debug}"
+    );
+}
+
+/// Refresh-ahead: a path that Prometheus keeps polling is regenerated before it
+/// expires, so after its first fill it never answers a miss or an expiry.
+#[test]
+fn refresh_ahead_keeps_a_polled_path_fresh() {
+    let tree = scenario::tree();
+    let serve = Httpsd::serve(
+        tree.root(),
+        &[
+            "--wait-on-miss",
+            "20s",
+            "--cache-seconds",
+            "2",
+            "--refresh-ahead",
+            "0.5",
+        ],
+    );
+    assert_eq!(get(serve.port, "/targets/nodes").unwrap().status, 200);
+    let first_job = get(serve.port, "/targets/nodes?debug=true").unwrap().json()["debug_info"]
+        ["last_run"]["job_id"]
+        .clone();
+    // Eight seconds of polling every 250 ms: four cache lifetimes.
+    let mut statuses = Vec::new();
+    for _ in 0..32 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        statuses.push(get(serve.port, "/targets/nodes").unwrap().status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a polled path never expires: {statuses:?}"
+    );
+    let debug = get(serve.port, "/targets/nodes?debug=true").unwrap().json();
+    assert_ne!(
+        debug["debug_info"]["last_run"]["job_id"], first_job,
+        "the entry was regenerated meanwhile: {debug}"
+    );
+}
+
+/// The admin page lists every path with its state, and filters.
+#[test]
+fn admin_page_shows_each_path_and_its_state() {
+    let tree = scenario::tree();
+    let serve = Httpsd::serve(tree.root(), &["--wait-on-miss", "20s"]);
+    assert_eq!(get(serve.port, "/targets/nodes").unwrap().status, 200);
+    assert_eq!(get(serve.port, "/targets/broken").unwrap().status, 503);
+    eventually(30, "the broken path's error", || {
+        let d = get(serve.port, "/targets/broken?debug=true").ok()?.json();
+        d["debug_info"]["error_details"].is_object().then_some(())
+    });
+    let page = get(serve.port, "/").unwrap();
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    let row = |path: &str| -> String {
+        let start = html
+            .find(&format!(">{path}</a>"))
+            .unwrap_or_else(|| panic!("{path} is listed: {html}"));
+        let end = html[start..]
+            .find("</tr>")
+            .map_or(html.len(), |e| start + e);
+        html[start..end].to_string()
+    };
+    assert!(row("/targets/nodes").contains("class=\"fresh\""), "{html}");
+    let broken = row("/targets/broken");
+    assert!(broken.contains("class=\"error\""), "{broken}");
+    assert!(broken.contains("GeneratorError"), "{broken}");
+    assert!(broken.contains("/targets/broken?debug=true"), "{broken}");
+    assert!(row("/targets/slow").contains("class=\"never\""), "{html}");
+
+    let filtered = get(serve.port, "/?filter=node").unwrap().text();
+    assert!(filtered.contains(">/targets/nodes</a>"), "{filtered}");
+    assert!(!filtered.contains(">/targets/broken</a>"), "{filtered}");
+}

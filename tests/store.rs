@@ -169,10 +169,7 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     let keep = taken.iter().find(|t| t.raw == k.raw).unwrap();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let lost = s
-            .heartbeat(&[(keep.lease_id.clone(), k.full_path.clone())])
-            .await
-            .unwrap();
+        let lost = s.heartbeat(std::slice::from_ref(keep)).await.unwrap();
         assert_eq!(lost, 0);
     }
     let orphans = s.orphans().await.unwrap();
@@ -199,7 +196,11 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     assert_eq!(again.raw, o.raw);
     assert_eq!(again.attempts, 2);
     let expired_lost = s
-        .heartbeat(&[("no-such-lease".to_string(), "x".to_string())])
+        .heartbeat(&[Taken {
+            raw: "never taken".into(),
+            lease_id: "no-such-lease".into(),
+            attempts: 1,
+        }])
         .await
         .unwrap();
     assert_eq!(expired_lost, 1);

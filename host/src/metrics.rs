@@ -5,11 +5,29 @@
 //! the server and the in-process workers, so one `/metrics` shows both.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One generator's metric handles, looked up once: a worker records five metrics per
+/// generator per job, and a label lookup hashes and locks each time.
+pub struct GeneratorMetrics {
+    pub success: IntCounter,
+    pub duration: Histogram,
+    pub instantiate: Histogram,
+    pub targets: IntGauge,
+    pub fuel: IntCounter,
+    pub timeouts: IntCounter,
+}
+
+/// Most generators whose handles are remembered; past that the memo starts over.
+const MAX_REMEMBERED_GENERATORS: usize = 10_000;
 
 pub struct Metrics {
     registry: Registry,
+    generators: Mutex<HashMap<String, Arc<GeneratorMetrics>>>,
     /// `{path, status, l1_dir, l2_dir}`; status: success, fail, cache-not-exist,
     /// cache-expired.
     pub path_requests: IntCounterVec,
@@ -171,7 +189,29 @@ impl Metrics {
                 &["operation"],
             ),
             registry: r,
+            generators: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The handles of generator `name` (its path relative to the root).
+    pub fn generator(&self, name: &str) -> Arc<GeneratorMetrics> {
+        let mut memo = self.generators.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = memo.get(name) {
+            return found.clone();
+        }
+        if memo.len() >= MAX_REMEMBERED_GENERATORS {
+            memo.clear();
+        }
+        let handles = Arc::new(GeneratorMetrics {
+            success: self.generator_runs.with_label_values(&[name, "success"]),
+            duration: self.generator_duration.with_label_values(&[name]),
+            instantiate: self.generator_instantiate.with_label_values(&[name]),
+            targets: self.generator_targets.with_label_values(&[name]),
+            fuel: self.generator_fuel.with_label_values(&[name]),
+            timeouts: self.generator_timeouts.with_label_values(&[name]),
+        });
+        memo.insert(name.to_string(), handles.clone());
+        handles
     }
 
     /// The text exposition of every metric.

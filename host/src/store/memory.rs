@@ -259,16 +259,16 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn heartbeat(&self, running: &[(String, String)]) -> StoreResult<usize> {
+    async fn heartbeat(&self, running: &[Taken]) -> StoreResult<usize> {
         let mut s = self.lock();
         let now = Instant::now();
         let mut lost = 0;
-        for (id, full_path) in running {
-            match s.leases.get_mut(id) {
+        for t in running {
+            match s.leases.get_mut(&t.lease_id) {
                 Some(exp) if *exp > now => *exp = now + self.retention.lease,
                 _ => lost += 1,
             }
-            if let Some(m) = s.markers.get_mut(full_path).filter(|m| m.lease_id == *id) {
+            if let Some(m) = s.marker_of(&t.raw, &t.lease_id) {
                 m.expires = now + self.retention.marker;
             }
         }

@@ -191,10 +191,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Renews the leases of running jobs (and their paths' markers). Returns how many
     /// leases had already expired (their jobs may be run again elsewhere).
-    fn heartbeat(
-        &self,
-        running: &[(String, String)],
-    ) -> impl Future<Output = StoreResult<usize>> + Send;
+    fn heartbeat(&self, running: &[Taken]) -> impl Future<Output = StoreResult<usize>> + Send;
 
     /// Writes results and errors, drops the jobs from processing, clears markers: one
     /// round trip for the whole batch.

@@ -461,7 +461,7 @@ impl Store for RedisStore {
         Ok(taken)
     }
 
-    async fn heartbeat(&self, running: &[(String, String)]) -> StoreResult<usize> {
+    async fn heartbeat(&self, running: &[Taken]) -> StoreResult<usize> {
         if running.is_empty() {
             return Ok(0);
         }
@@ -469,8 +469,8 @@ impl Store for RedisStore {
         invocation
             .arg(ms(self.retention.lease))
             .arg(ms(self.retention.marker));
-        for (id, full_path) in running {
-            invocation.arg(id).arg(full_path);
+        for t in running {
+            invocation.arg(&t.raw);
         }
         let lost: usize = on_conn!(self, |c| invocation.invoke_async(c).await)?;
         Ok(lost)

@@ -190,34 +190,26 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
 fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {
     for r in reports {
         let name = r.generator.as_str();
-        let status = r.error.as_ref().map_or("success", |e| e.kind.as_str());
-        metrics
-            .generator_runs
-            .with_label_values(&[name, status])
-            .inc();
-        metrics
-            .generator_duration
-            .with_label_values(&[name])
-            .observe(r.stats.duration.as_secs_f64());
-        if r.kind == crate::targets::GeneratorKind::Wasm {
-            metrics
-                .generator_instantiate
-                .with_label_values(&[name])
-                .observe(r.stats.instantiate.as_secs_f64());
-            metrics
-                .generator_fuel
-                .with_label_values(&[name])
-                .inc_by(r.stats.fuel_used);
-        }
+        let m = metrics.generator(name);
         match &r.error {
-            None => metrics
-                .generator_targets
-                .with_label_values(&[name])
-                .set(r.targets as i64),
-            Some(e) if e.kind == ErrorKind::Timeout => {
-                metrics.generator_timeouts.with_label_values(&[name]).inc()
+            None => {
+                m.success.inc();
+                m.targets.set(r.targets as i64);
             }
-            Some(_) => {}
+            Some(e) => {
+                metrics
+                    .generator_runs
+                    .with_label_values(&[name, e.kind.as_str()])
+                    .inc();
+                if e.kind == ErrorKind::Timeout {
+                    m.timeouts.inc();
+                }
+            }
+        }
+        m.duration.observe(r.stats.duration.as_secs_f64());
+        if r.kind == crate::targets::GeneratorKind::Wasm {
+            m.instantiate.observe(r.stats.instantiate.as_secs_f64());
+            m.fuel.inc_by(r.stats.fuel_used);
         }
     }
 }

@@ -45,9 +45,9 @@ impl Default for WorkerConfig {
 
 /// Jobs being run by this process, by lease id: what the heartbeat renews and what a
 /// drain hands back.
-type InFlight = Arc<Mutex<HashMap<String, (String, Taken)>>>;
+type InFlight = Arc<Mutex<HashMap<String, Taken>>>;
 
-fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, (String, Taken)>> {
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, Taken>> {
     in_flight.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -104,7 +104,7 @@ pub async fn run_pool<S: Store>(
         .is_err()
     {
         aborts.iter().for_each(|a| a.abort());
-        let left: Vec<Taken> = lock(&in_flight).drain().map(|(_, (_, t))| t).collect();
+        let left: Vec<Taken> = lock(&in_flight).drain().map(|(_, t)| t).collect();
         tracing::warn!(
             jobs = left.len(),
             "drain timeout: handing running jobs back to the queue"
@@ -169,15 +169,7 @@ async fn worker_loop<S: Store>(
         if taken.is_empty() {
             continue;
         }
-        {
-            let mut map = lock(&in_flight);
-            for t in &taken {
-                let full_path = serde_json::from_str::<crate::wire::Job>(&t.raw)
-                    .map(|j| j.full_path)
-                    .unwrap_or_default();
-                map.insert(t.lease_id.clone(), (full_path, t.clone()));
-            }
-        }
+        lock(&in_flight).extend(taken.iter().map(|t| (t.lease_id.clone(), t.clone())));
         let done =
             futures::future::join_all(taken.into_iter().map(|t| run_job(&ctx, &id, t))).await;
         for f in &done {
@@ -226,10 +218,7 @@ async fn heartbeat<S: Store>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let running: Vec<(String, String)> = lock(&in_flight)
-            .iter()
-            .map(|(id, (full_path, _))| (id.clone(), full_path.clone()))
-            .collect();
+        let running: Vec<Taken> = lock(&in_flight).values().cloned().collect();
         match store.heartbeat(&running).await {
             Ok(0) => {}
             Ok(lost) => tracing::warn!(
