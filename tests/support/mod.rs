@@ -127,6 +127,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 pub mod http;
 pub mod process;
+pub mod prometheus;
 pub mod redis_server;
 
 #[allow(unused_imports)]
