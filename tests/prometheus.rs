@@ -117,8 +117,7 @@ fn walk(httpsd_port: u16, tree: &Tree) {
         let debug = get(httpsd_port, &format!("{SD_PATH}&debug=true"))
             .ok()?
             .json();
-        (r.status == 503
-            && debug["debug_info"]["error_details"]["error_type"] == "GeneratorError")
+        (r.status == 503 && debug["debug_info"]["error_details"]["error_type"] == "GeneratorError")
             .then_some(())
     });
     // Several of Prometheus's refreshes (1 s each) against the failing path.
@@ -166,5 +165,9 @@ fn prometheus_discovers_from_server_and_worker_over_redis() {
     )
     .expect("JSON entry");
     assert!(entry["results"].is_array(), "{entry}");
-    assert!(redis.get("error:/targets/apps?env=prod&region=eu-west-1").is_some());
+    assert!(
+        redis
+            .get("error:/targets/apps?env=prod&region=eu-west-1")
+            .is_some()
+    );
 }

@@ -162,19 +162,53 @@ fn admin_page_shows_each_path_and_its_state() {
     let html = page.text();
     let row = |path: &str| -> String {
         let start = html
-            .find(&format!(">{path}</a>"))
+            .find(&format!("<tr class=\"path\" data-path=\"{path}\""))
             .unwrap_or_else(|| panic!("{path} is listed: {html}"));
         let end = html[start..]
             .find("</tr>")
             .map_or(html.len(), |e| start + e);
         html[start..end].to_string()
     };
-    assert!(row("/targets/nodes").contains("class=\"fresh\""), "{html}");
+    let nodes = row("/targets/nodes");
+    assert!(nodes.contains("data-state=\"fresh\""), "{nodes}");
+    assert!(nodes.contains("<td>9</td>"), "its target count: {nodes}");
     let broken = row("/targets/broken");
-    assert!(broken.contains("class=\"error\""), "{broken}");
+    assert!(broken.contains("data-state=\"error\""), "{broken}");
     assert!(broken.contains("GeneratorError"), "{broken}");
     assert!(broken.contains("/targets/broken?debug=true"), "{broken}");
-    assert!(row("/targets/slow").contains("class=\"never\""), "{html}");
+    assert!(
+        row("/targets/slow").contains("data-state=\"never\""),
+        "{html}"
+    );
+    // Under each run path: its generators with their limits, and its run history.
+    let detail_start = html
+        .find("<tr class=\"detail\" data-path=\"/targets/nodes\"")
+        .expect("a detail row for nodes");
+    let detail = &html[detail_start..];
+    let detail = &detail[..detail.find("</details>").unwrap_or(detail.len())];
+    assert!(detail.contains("nodes/static-nodes.wasm"), "{detail}");
+    assert!(
+        detail.contains("10000000000 · 10s · 256 MiB"),
+        "the limits it ran under: {detail}"
+    );
+    assert!(detail.contains("9 targets"), "the run history: {detail}");
+
+    // A reload from the admin page's button, then the cooldown shows on the page.
+    let reload = get(serve.port, "/targets/nodes?reload=true").unwrap();
+    assert_eq!(reload.json()["status"], "reload_initiated");
+    let again = get(serve.port, "/targets/nodes?reload=true").unwrap();
+    assert_eq!(again.status, 429, "{}", again.text());
+    assert_eq!(again.json()["error"], "reload cooldown");
+    assert!(again.header("retry-after").is_some());
+    let html = get(serve.port, "/").unwrap().text();
+    let start = html
+        .find("<tr class=\"path\" data-path=\"/targets/nodes\"")
+        .expect("nodes listed");
+    let nodes = &html[start..start + html[start..].find("</tr>").unwrap_or(0)];
+    assert!(
+        nodes.contains("<button disabled"),
+        "the reload button waits out the cooldown: {nodes}"
+    );
 
     let filtered = get(serve.port, "/?filter=node").unwrap().text();
     assert!(filtered.contains(">/targets/nodes</a>"), "{filtered}");

@@ -5,8 +5,8 @@
 mod support;
 
 use httpsd::store::{
-    Finished, JobState, MemoryStore, NewJob, Outcome, RedisSettings, RedisStore, Retention, Store,
-    Taken,
+    CoolingDown, Finished, JobState, MemoryStore, NewJob, Outcome, RedisSettings, RedisStore,
+    Retention, Store, Taken,
 };
 use httpsd::targets::TargetPath;
 use httpsd::wire::TargetRequest;
@@ -29,6 +29,7 @@ fn finished(job: &NewJob, taken: &Taken, outcome: Outcome) -> Finished {
         full_path: job.full_path.clone(),
         outcome,
         run: br#"{"ok":true}"#.to_vec(),
+        summary: format!(r#"{{"job":"{}"}}"#, job.raw.len()).into_bytes(),
     }
 }
 
@@ -123,18 +124,26 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     s.finish(&[finished(&job("b", 1), t_b, error("b"))])
         .await
         .unwrap();
-    let r = s.reload(&a4).await.unwrap();
+    let r = s.reload(&a4, Duration::ZERO).await.unwrap().unwrap();
     assert!(
         r.cache_cleared && !r.error_cache_cleared && r.enqueued,
         "{r:?}"
     );
     assert!(s.get_entry(&a.full_path).await.unwrap().is_none());
-    let r = s.reload(&job("a", 5)).await.unwrap();
+    let r = s
+        .reload(&job("a", 5), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!r.cache_cleared && !r.enqueued, "{r:?}");
     assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
     let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
     assert_eq!(t.raw, a4.raw);
-    let r = s.reload(&job("a", 6)).await.unwrap();
+    let r = s
+        .reload(&job("a", 6), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(r.enqueued, "a reload while running enqueues");
     // The older job finishing does not clear the newer job's marker.
     s.finish(&[finished(&a4, &t, entry("z"))]).await.unwrap();
@@ -147,11 +156,77 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         Some(JobState::Queued)
     );
     let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
-    let r = s.reload(&job("b", 2)).await.unwrap();
+    let r = s
+        .reload(&job("b", 2), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         b.error.is_some() && r.error_cache_cleared && !r.cache_cleared,
         "{r:?}"
     );
+
+    // Reload cooldown: a second reload inside it is refused and changes nothing; the
+    // admin page sees the cooldown; after it, reloads work again.
+    let c = job("c", 1);
+    let cooldown = Duration::from_millis(400);
+    let first = s.reload(&c, cooldown).await.unwrap();
+    assert!(first.is_ok_and(|r| r.enqueued), "{first:?}");
+    let lengths = s.queue_lengths().await.unwrap();
+    match s.reload(&job("c", 2), cooldown).await.unwrap() {
+        Err(CoolingDown(left)) => assert!(left <= cooldown && !left.is_zero(), "{left:?}"),
+        other => panic!("a reload inside the cooldown is refused: {other:?}"),
+    }
+    assert_eq!(
+        s.queue_lengths().await.unwrap(),
+        lengths,
+        "nothing enqueued"
+    );
+    let view = s.debug_view(&c.full_path).await.unwrap();
+    assert!(view.reload_cooldown.is_some_and(|d| d <= cooldown));
+    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    assert!(
+        s.debug_view(&c.full_path)
+            .await
+            .unwrap()
+            .reload_cooldown
+            .is_none()
+    );
+    assert!(s.reload(&job("c", 3), cooldown).await.unwrap().is_ok());
+
+    // History: every finished run of a path, newest first, at most HISTORY_LEN.
+    let h = job("h", 1);
+    for n in 0..(httpsd::wire::HISTORY_LEN + 3) {
+        let hn = job("h", n as u32 + 10);
+        assert!(s.enqueue(&hn).await.unwrap(), "run {n} enqueued");
+        let mut t = Vec::new();
+        while !t.iter().any(|t: &Taken| t.raw == hn.raw) {
+            let got = s.take("w1", 8, NO_WAIT).await.unwrap();
+            assert!(!got.is_empty(), "the history job is in the queue");
+            t.extend(got);
+        }
+        let done: Vec<Finished> = t
+            .iter()
+            .map(|t| {
+                let mut f = finished(&hn, t, entry("h"));
+                f.full_path =
+                    serde_json::from_str::<serde_json::Value>(&t.raw).unwrap()["full_path"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                f.summary = format!("run {n}").into_bytes();
+                f
+            })
+            .collect();
+        s.finish(&done).await.unwrap();
+    }
+    let history = s.debug_view(&h.full_path).await.unwrap().history;
+    assert_eq!(history.len(), httpsd::wire::HISTORY_LEN);
+    assert_eq!(
+        history[0].as_ref(),
+        format!("run {}", httpsd::wire::HISTORY_LEN + 2).as_bytes()
+    );
+    assert_eq!(history[httpsd::wire::HISTORY_LEN - 1].as_ref(), b"run 3");
 
     // Orphans: a lease not renewed expires; the job goes back to the queue, once, and
     // its next take counts a second attempt. A renewed lease keeps its job.
@@ -222,6 +297,7 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         full_path: String::new(),
         outcome: Outcome::Discard,
         run: Vec::new(),
+        summary: Vec::new(),
     }])
     .await
     .unwrap();

@@ -35,6 +35,21 @@ pub fn run_key(full_path: &str) -> String {
     format!("{PREFIX}run:{full_path}")
 }
 
+/// `httpsd:history:<full_path>`: a list of the last [`HISTORY_LEN`] runs' summaries,
+/// newest first (the admin page's run history).
+pub fn history_key(full_path: &str) -> String {
+    format!("{PREFIX}history:{full_path}")
+}
+
+/// Runs kept in a path's history.
+pub const HISTORY_LEN: usize = 20;
+
+/// `httpsd:reload:<full_path>`: set for `--reload-cooldown` by a reload; while it
+/// exists, reloads of the path are refused.
+pub fn reload_key(full_path: &str) -> String {
+    format!("{PREFIX}reload:{full_path}")
+}
+
 /// The parameters that steer httpsd itself; never passed to generators, never part of
 /// the cache key.
 pub const CONTROL_PARAMS: [&str; 2] = ["debug", "reload"];
@@ -193,6 +208,11 @@ pub struct EntryView<'a> {
 pub struct EntryMetaView<'a> {
     #[serde(default, borrow)]
     pub fingerprint: Option<&'a str>,
+    /// Targets in `results` (absent in entries of other writers: count them then).
+    #[serde(default)]
+    pub targets: Option<usize>,
+    #[serde(default)]
+    pub processing_time: Option<f64>,
 }
 
 impl<'a> EntryView<'a> {

@@ -1,6 +1,6 @@
-//! A minimal HTTP/1.1 client for the tests: one GET per connection, the whole answer
-//! read. Enough to see exactly what Prometheus would see, with no client library in
-//! between.
+//! A minimal HTTP/1.1 client for the tests: one request per connection, the whole
+//! answer read. Enough to see exactly what Prometheus would see, with no client library
+//! in between (and to speak WebDriver's JSON to chromedriver).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -34,18 +34,64 @@ impl Reply {
 
 /// `GET http://127.0.0.1:<port><target>` (target: path and query, sent as given).
 pub fn get(port: u16, target: &str) -> std::io::Result<Reply> {
+    request(port, "GET", target, None)
+}
+
+/// `method http://127.0.0.1:<port><target>`, with a JSON body when given.
+pub fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    json_body: Option<&str>,
+) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = json_body.unwrap_or("");
+    let content = if json_body.is_some() {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    } else {
+        String::new()
+    };
     write!(
         stream,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{content}Connection: close\r\n\r\n{body}"
     )?;
+    // Read to the end of the body: by Content-Length when given (some servers keep
+    // the connection open despite `Connection: close`), else to EOF.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let mut chunk = [0u8; 16 * 1024];
+    let split = loop {
+        let n = stream.read(&mut chunk)?;
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let length = String::from_utf8_lossy(&raw[..split])
+                .split("\r\n")
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+            match length {
+                Some(len) => {
+                    while raw.len() < split + 4 + len {
+                        let n = stream.read(&mut chunk)?;
+                        if n == 0 {
+                            break;
+                        }
+                        raw.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                None => {
+                    stream.read_to_end(&mut raw)?;
+                }
+            }
+            break split;
+        }
+        if n == 0 {
+            return Err(std::io::Error::other("no end of headers"));
+        }
+    };
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines

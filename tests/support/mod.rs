@@ -125,13 +125,14 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+pub mod browser;
 pub mod http;
 pub mod process;
 pub mod prometheus;
 pub mod redis_server;
 
 #[allow(unused_imports)]
-pub use http::{Reply, get};
+pub use http::{Reply, get, request};
 #[allow(unused_imports)]
 pub use process::{Httpsd, free_port};
 #[allow(unused_imports)]

@@ -147,6 +147,11 @@ pub struct HttpArgs {
     /// finishes in time. 0 answers the 503 at once, as the seed does.
     #[arg(long, env = "HTTPSD_WAIT_ON_MISS", default_value = "0ms", value_parser = parse_duration)]
     pub wait_on_miss: Duration,
+
+    /// After a `?reload=true` of a path, further reloads of it are refused (429) for
+    /// this long, so reload cannot be used to flood the workers. 0 turns it off.
+    #[arg(long, env = "HTTPSD_RELOAD_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
+    pub reload_cooldown: Duration,
 }
 
 impl HttpArgs {
@@ -157,6 +162,7 @@ impl HttpArgs {
             generator_freshness: self.generator_freshness,
             refresh_ahead: self.refresh_ahead.clamp(0.0, 1.0),
             wait_on_miss: self.wait_on_miss,
+            reload_cooldown: self.reload_cooldown,
         }
     }
 }

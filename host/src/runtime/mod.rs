@@ -68,6 +68,10 @@ pub struct RunStats {
     pub logs_dropped: u64,
     /// Where the compiled component came from (absent when loading failed).
     pub origin: Option<Origin>,
+    /// The limits the run was held to (defaults with the manifest applied; absent when
+    /// loading failed before they were known). The admin page shows them per generator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -210,6 +214,7 @@ impl Runtime {
         };
         stats.origin = Some(loaded.origin);
         let limits = loaded.limits;
+        stats.limits = Some(limits);
         let name = path.display().to_string();
         let log = Arc::new(Mutex::new(log::RunLog::new(limits.max_log_bytes, name)));
         let state = RunState::new(

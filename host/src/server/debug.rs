@@ -130,6 +130,14 @@ pub async fn respond<S: Store>(app: &App<S>, req: &TargetRequest, fingerprint: &
     {
         info.insert("last_run".into(), run);
     }
+    let history: Vec<Value> = view
+        .history
+        .iter()
+        .filter_map(|h| serde_json::from_slice(h).ok())
+        .collect();
+    if !history.is_empty() {
+        info.insert("recent_runs".into(), Value::Array(history));
+    }
     json(
         StatusCode::OK,
         &json!({

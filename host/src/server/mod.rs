@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub refresh_ahead: f64,
     /// How long a miss may wait for the worker's result before answering 503.
     pub wait_on_miss: Duration,
+    /// How long after a reload of a path further reloads of it are refused.
+    pub reload_cooldown: Duration,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             generator_freshness: true,
             refresh_ahead: 0.75,
             wait_on_miss: Duration::ZERO,
+            reload_cooldown: Duration::from_secs(10),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::prepared::Prepared;
 use super::request::{self, RequestError};
 use super::{App, json, json_error};
 use crate::clock::now_unix;
-use crate::store::{NewJob, Store};
+use crate::store::{CoolingDown, NewJob, Store};
 use crate::targets::TreeError;
 use crate::wire::{EntryView, TargetRequest};
 use axum::extract::State;
@@ -291,10 +291,14 @@ async fn wait_for_result<S: Store>(
 async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
     let outcome = match app
         .store
-        .reload(&NewJob::from_job(&req.job(now_unix())))
+        .reload(
+            &NewJob::from_job(&req.job(now_unix())),
+            app.config.reload_cooldown,
+        )
         .await
     {
-        Ok(o) => o,
+        Ok(Ok(o)) => o,
+        Ok(Err(CoolingDown(left))) => return cooling_down(req, left),
         Err(e) => return store_unavailable(app, "reload", &e),
     };
     if outcome.enqueued {
@@ -314,4 +318,25 @@ async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
             "job_enqueued": outcome.enqueued,
         }),
     )
+}
+
+/// 429 for a reload inside the path's cooldown: nothing was cleared or enqueued.
+fn cooling_down(req: &TargetRequest, left: Duration) -> Response {
+    let seconds = left.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({
+            "error": "reload cooldown",
+            "message": format!(
+                "{} was reloaded moments ago; nothing was cleared. Retry the reload in {seconds}s, or request it without ?reload=true.",
+                req.full_path
+            ),
+            "path": req.full_path,
+            "retry_after_seconds": seconds,
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }

@@ -4,8 +4,8 @@
 //! paths.
 
 use super::{
-    DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome, Retention, Store,
-    StoreResult, Taken,
+    CoolingDown, DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome,
+    Retention, Store, StoreResult, Taken,
 };
 use crate::clock::now_unix;
 use bytes::Bytes;
@@ -31,6 +31,10 @@ struct State {
     markers: HashMap<String, Marker>,
     leases: HashMap<String, Instant>,
     attempts: HashMap<String, u32>,
+    /// Run summaries per path, newest first, and when the list expires.
+    history: HashMap<String, (VecDeque<Bytes>, Instant)>,
+    /// When each path's reload cooldown ends.
+    reloads: HashMap<String, Instant>,
 }
 
 impl State {
@@ -62,11 +66,23 @@ impl State {
     }
 
     fn view(&self, full_path: &str) -> DebugView {
+        let now = Instant::now();
         DebugView {
             entry: self.get(full_path),
             error: self.get(&crate::wire::error_key(full_path)),
             job: self.status(full_path),
             run: self.get(&crate::wire::run_key(full_path)),
+            history: self
+                .history
+                .get(full_path)
+                .filter(|(_, exp)| *exp > now)
+                .map(|(runs, _)| runs.iter().cloned().collect())
+                .unwrap_or_default(),
+            reload_cooldown: self
+                .reloads
+                .get(full_path)
+                .filter(|until| **until > now)
+                .map(|until| *until - now),
         }
     }
 
@@ -108,6 +124,8 @@ impl State {
         self.kv.retain(|_, (_, exp)| *exp > now);
         self.markers.retain(|_, m| m.expires > now);
         self.leases.retain(|_, exp| *exp > now);
+        self.history.retain(|_, (_, exp)| *exp > now);
+        self.reloads.retain(|_, until| *until > now);
     }
 }
 
@@ -219,9 +237,20 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn reload(&self, job: &NewJob) -> StoreResult<ReloadOutcome> {
+    async fn reload(
+        &self,
+        job: &NewJob,
+        cooldown: Duration,
+    ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
         let outcome = {
             let mut s = self.lock();
+            let now = Instant::now();
+            if !cooldown.is_zero() {
+                if let Some(until) = s.reloads.get(&job.full_path).filter(|u| **u > now) {
+                    return Ok(Err(CoolingDown(*until - now)));
+                }
+                s.reloads.insert(job.full_path.clone(), now + cooldown);
+            }
             let cache_cleared = s.remove(&job.full_path);
             let error_cache_cleared = s.remove(&crate::wire::error_key(&job.full_path));
             let queued = s
@@ -241,7 +270,7 @@ impl Store for MemoryStore {
         if outcome.enqueued {
             self.pushed.notify_one();
         }
-        Ok(outcome)
+        Ok(Ok(outcome))
     }
 
     async fn take(&self, worker_id: &str, max: usize, wait: Duration) -> StoreResult<Vec<Taken>> {
@@ -303,6 +332,15 @@ impl Store for MemoryStore {
                 crate::wire::run_key(&f.full_path),
                 (Bytes::from(f.run.clone()), now + self.retention.cache),
             );
+            if !f.summary.is_empty() {
+                let (runs, expires) = s
+                    .history
+                    .entry(f.full_path.clone())
+                    .or_insert_with(|| (VecDeque::new(), now));
+                runs.push_front(Bytes::from(f.summary.clone()));
+                runs.truncate(crate::wire::HISTORY_LEN);
+                *expires = now + self.retention.cache;
+            }
             if s.markers
                 .get(&f.full_path)
                 .is_some_and(|m| m.lease_id == f.taken.lease_id)

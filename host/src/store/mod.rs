@@ -106,6 +106,8 @@ pub struct Finished {
     pub outcome: Outcome,
     /// The per-generator report of the run, for debug.
     pub run: Vec<u8>,
+    /// A one-line summary of the run for the path's history (empty: none).
+    pub summary: Vec<u8>,
 }
 
 /// What a finished job leaves behind, already encoded.
@@ -126,7 +128,16 @@ pub struct DebugView {
     pub error: Option<Bytes>,
     pub job: Option<JobStatus>,
     pub run: Option<Bytes>,
+    /// The last runs' summaries, newest first.
+    pub history: Vec<Bytes>,
+    /// How long reloads of the path are still refused.
+    pub reload_cooldown: Option<Duration>,
 }
+
+/// A reload refused because the path was reloaded less than `--reload-cooldown` ago;
+/// the time until the next one is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoolingDown(pub Duration);
 
 /// What a reload removed and whether it enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +189,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the entry and the error of the job's path, then enqueues it, also when a
     /// job is running (its result predates the reload); not when one is still queued
-    /// (it will run after the reload anyway).
-    fn reload(&self, job: &NewJob) -> impl Future<Output = StoreResult<ReloadOutcome>> + Send;
+    /// (it will run after the reload anyway). When the path was reloaded less than
+    /// `cooldown` ago, changes nothing and says how long to wait (zero: no cooldown).
+    fn reload(
+        &self,
+        job: &NewJob,
+        cooldown: Duration,
+    ) -> impl Future<Output = StoreResult<Result<ReloadOutcome, CoolingDown>>> + Send;
 
     /// Takes up to `max` jobs for `worker_id`, waiting up to `wait` for the first.
     fn take(

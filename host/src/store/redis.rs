@@ -14,8 +14,8 @@
 //! `lua/common.lua` prepended), so no other process ever sees half of it.
 
 use super::{
-    DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome, Retention, Store,
-    StoreError, StoreResult, Taken,
+    CoolingDown, DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome,
+    Retention, Store, StoreError, StoreResult, Taken,
 };
 use crate::clock::now_unix;
 use crate::wire::{self, PROCESSING, QUEUE};
@@ -273,24 +273,6 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// Runs `enqueue` or `reload`: both take the queue, the job's path and the job.
-    async fn push_job<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        job: &NewJob,
-    ) -> StoreResult<T> {
-        on_conn!(self, |c| {
-            script
-                .key(QUEUE)
-                .arg(&job.full_path)
-                .arg(&job.raw)
-                .arg(now_unix())
-                .arg(ms(self.retention.marker))
-                .invoke_async(c)
-                .await
-        })
-    }
-
     /// The blocking half of [`Store::take`]: waits for one job with BLMOVE.
     async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
         let mut conn = self.blocking_conn(wait).await?;
@@ -386,6 +368,11 @@ impl Store for RedisStore {
                 pipe.cmd("GET").arg(wire::error_key(fp));
                 pipe.cmd("HGETALL").arg(wire::marker_key(fp));
                 pipe.cmd("GET").arg(wire::run_key(fp));
+                pipe.cmd("LRANGE")
+                    .arg(wire::history_key(fp))
+                    .arg(0)
+                    .arg(wire::HISTORY_LEN - 1);
+                pipe.cmd("PTTL").arg(wire::reload_key(fp));
             }
             #[allow(clippy::type_complexity)]
             let rows: Vec<(
@@ -393,33 +380,68 @@ impl Store for RedisStore {
                 Option<Vec<u8>>,
                 HashMap<String, String>,
                 Option<Vec<u8>>,
+                Vec<Vec<u8>>,
+                i64,
             )> = on_conn!(self, |c| pipe.query_async(c).await)?;
-            views.extend(
-                rows.into_iter()
-                    .map(|(entry, error, marker, run)| DebugView {
-                        entry: bytes_of(entry),
-                        error: bytes_of(error),
-                        job: job_status(marker),
-                        run: bytes_of(run),
-                    }),
-            );
+            views.extend(rows.into_iter().map(
+                |(entry, error, marker, run, history, cooldown_ms)| DebugView {
+                    entry: bytes_of(entry),
+                    error: bytes_of(error),
+                    job: job_status(marker),
+                    run: bytes_of(run),
+                    history: history.into_iter().map(Bytes::from).collect(),
+                    // PTTL: -2 no key, -1 no expiry (never set so by httpsd).
+                    reload_cooldown: u64::try_from(cooldown_ms).ok().map(Duration::from_millis),
+                },
+            ));
         }
         Ok(views)
     }
 
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
-        let pushed: i64 = self.push_job(&self.scripts.enqueue, job).await?;
+        let pushed: i64 = on_conn!(self, |c| {
+            self.scripts
+                .enqueue
+                .key(QUEUE)
+                .arg(&job.full_path)
+                .arg(&job.raw)
+                .arg(now_unix())
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
         Ok(pushed == 1)
     }
 
-    async fn reload(&self, job: &NewJob) -> StoreResult<ReloadOutcome> {
-        let (cache, error, enqueued): (i64, i64, i64) =
-            self.push_job(&self.scripts.reload, job).await?;
-        Ok(ReloadOutcome {
-            cache_cleared: cache > 0,
-            error_cache_cleared: error > 0,
-            enqueued: enqueued > 0,
-        })
+    async fn reload(
+        &self,
+        job: &NewJob,
+        cooldown: Duration,
+    ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
+        let answer: Vec<i64> = on_conn!(self, |c| {
+            self.scripts
+                .reload
+                .key(QUEUE)
+                .arg(&job.full_path)
+                .arg(&job.raw)
+                .arg(now_unix())
+                .arg(ms(self.retention.marker))
+                // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
+                .arg(cooldown.as_millis().min(u64::MAX as u128) as u64)
+                .invoke_async(c)
+                .await
+        })?;
+        match answer[..] {
+            [-1, left] => Ok(Err(CoolingDown(Duration::from_millis(
+                u64::try_from(left).unwrap_or(0),
+            )))),
+            [cache, error, enqueued] => Ok(Ok(ReloadOutcome {
+                cache_cleared: cache > 0,
+                error_cache_cleared: error > 0,
+                enqueued: enqueued > 0,
+            })),
+            _ => Err(StoreError::Protocol(format!("reload returned {answer:?}"))),
+        }
     }
 
     async fn take(&self, worker_id: &str, max: usize, wait: Duration) -> StoreResult<Vec<Taken>> {
@@ -483,7 +505,8 @@ impl Store for RedisStore {
         let mut invocation = self.scripts.finish.key(PROCESSING);
         invocation
             .arg(ms(self.retention.cache))
-            .arg(ms(self.retention.error));
+            .arg(ms(self.retention.error))
+            .arg(wire::HISTORY_LEN);
         for f in done {
             let (kind, payload) = match &f.outcome {
                 Outcome::Entry(entry) => ("1", entry.as_slice()),
@@ -496,7 +519,8 @@ impl Store for RedisStore {
                 .arg(&f.full_path)
                 .arg(kind)
                 .arg(payload)
-                .arg(f.run.as_slice());
+                .arg(f.run.as_slice())
+                .arg(f.summary.as_slice());
         }
         on_conn!(self, |c| invocation.invoke_async::<()>(c).await)
     }

@@ -144,6 +144,7 @@ pub async fn run_one(
                     });
             let stats = RunStats {
                 duration: started.elapsed(),
+                limits: Some(limits),
                 ..RunStats::default()
             };
             (result, stats)

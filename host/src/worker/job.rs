@@ -37,6 +37,28 @@ pub struct RunRecord<'a> {
     pub generators: &'a [GeneratorReport],
 }
 
+/// `httpsd:history:<full_path>`: one line per run, for the admin page's history.
+#[derive(Debug, Serialize)]
+pub struct RunSummary<'a> {
+    pub finished: f64,
+    pub job_id: &'a str,
+    pub worker_id: &'a str,
+    pub attempts: u32,
+    pub processing_time: f64,
+    /// Targets written (a success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<usize>,
+    /// Why it failed (a failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<&'a str>,
+}
+
+/// How a run ended, for its summary.
+enum Ended<'a> {
+    Targets(usize),
+    Failed(&'a str),
+}
+
 /// Runs the job `taken` as `worker_id` and returns what to write back.
 pub async fn run_job(ctx: &JobContext, worker_id: &str, taken: Taken) -> Finished {
     let started = Instant::now();
@@ -65,6 +87,7 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
                 full_path: String::new(),
                 outcome: Outcome::Discard,
                 run: Vec::new(),
+                summary: Vec::new(),
             };
         }
     };
@@ -87,11 +110,28 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
         };
         ErrorEntry::new(now_unix(), details).to_vec()
     };
-    let finish = |outcome: Outcome, run: Vec<u8>| Finished {
-        taken: taken.clone(),
-        full_path: job.full_path.clone(),
-        outcome,
-        run,
+    let finish = |outcome: Outcome, run: Vec<u8>, ended: Ended| {
+        let (targets, error_type) = match ended {
+            Ended::Targets(n) => (Some(n), None),
+            Ended::Failed(t) => (None, Some(t)),
+        };
+        let summary = serde_json::to_vec(&RunSummary {
+            finished: now_unix(),
+            job_id: &job.job_id,
+            worker_id,
+            attempts: taken.attempts,
+            processing_time: started.elapsed().as_secs_f64(),
+            targets,
+            error_type,
+        })
+        .unwrap_or_default();
+        Finished {
+            taken: taken.clone(),
+            full_path: job.full_path.clone(),
+            outcome,
+            run,
+            summary,
+        }
     };
 
     if taken.attempts > ctx.max_attempts {
@@ -103,6 +143,7 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
         return finish(
             Outcome::Error(failed(WORKER_LOST, message, None)),
             Vec::new(),
+            Ended::Failed(WORKER_LOST),
         );
     }
     let request = match job.request() {
@@ -111,6 +152,7 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
             return finish(
                 Outcome::Error(failed(ErrorKind::LoadError.as_str(), e, None)),
                 Vec::new(),
+                Ended::Failed(ErrorKind::LoadError.as_str()),
             );
         }
     };
@@ -124,6 +166,7 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
             return finish(
                 Outcome::Error(failed(ErrorKind::LoadError.as_str(), message, None)),
                 Vec::new(),
+                Ended::Failed(ErrorKind::LoadError.as_str()),
             );
         }
     };
@@ -144,7 +187,7 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
     })
     .unwrap_or_default();
 
-    let written = match outcome.result {
+    let (written, ended) = match outcome.result {
         Ok(groups) => {
             let targets = groups.iter().map(|g| g.targets.len()).sum();
             ctx.metrics
@@ -158,7 +201,10 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
                 processing_time,
                 targets,
             };
-            Outcome::Entry(wire::encode_entry(now, &groups, &meta))
+            (
+                Outcome::Entry(wire::encode_entry(now, &groups, &meta)),
+                Ended::Targets(targets),
+            )
         }
         Err(failure) => {
             tracing::warn!(
@@ -168,8 +214,9 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
                 "generation failed: {}",
                 failure.error.message
             );
+            let kind = failure.error.kind;
             let details = ErrorDetails {
-                error_type: failure.error.kind.as_str().to_string(),
+                error_type: kind.as_str().to_string(),
                 error_message: failure.error.message,
                 traceback: failure.error.traceback,
                 worker_id: worker_id.to_string(),
@@ -181,10 +228,13 @@ async fn run(ctx: &JobContext, worker_id: &str, taken: Taken, started: Instant) 
                 generator: Some(failure.generator),
                 full_path: Some(job.full_path.clone()),
             };
-            Outcome::Error(ErrorEntry::new(now, details).to_vec())
+            (
+                Outcome::Error(ErrorEntry::new(now, details).to_vec()),
+                Ended::Failed(kind.as_str()),
+            )
         }
     };
-    finish(written, run)
+    finish(written, run, ended)
 }
 
 fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {

@@ -1,8 +1,15 @@
--- KEYS: queue. ARGV: full_path, job, now, marker_ttl_ms.
--- Deletes the entry and the error, then enqueues, unless a queued job is really still
--- in the queue (it will run after the reload anyway). A running job does not count:
--- its result predates the reload.
+-- KEYS: queue. ARGV: full_path, job, now, marker_ttl_ms, cooldown_ms.
+-- Refused (returns {-1, ms left}) while the path's cooldown key lives. Otherwise sets
+-- it, deletes the entry and the error, then enqueues, unless a queued job is really
+-- still in the queue (it will run after the reload anyway). A running job does not
+-- count: its result predates the reload.
 local fp = ARGV[1]
+if tonumber(ARGV[5]) > 0 then
+  local cooldown = PREFIX .. 'reload:' .. fp
+  if not redis.call('SET', cooldown, ARGV[3], 'PX', ARGV[5], 'NX') then
+    return {-1, redis.call('PTTL', cooldown)}
+  end
+end
 local cache = redis.call('DEL', fp)
 local err = redis.call('DEL', 'error:' .. fp)
 local marker = marker_key(fp)
