@@ -152,3 +152,84 @@ fn bad_directories_and_paths_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open target directory"));
 }
+
+/// `httpsd new NAME` writes a crate that builds to a component and passes `httpsd
+/// check` as it is, its manifest included.
+#[test]
+fn a_new_generator_builds_and_passes_check() {
+    let work = tempfile::tempdir().unwrap();
+    let krate = work.path().join("my-inventory");
+    let out = Command::new(env!("CARGO_BIN_EXE_httpsd"))
+        .args(["new", "my-inventory", "--dir"])
+        .arg(&krate)
+        .output()
+        .expect("run httpsd new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("cargo build --release --target wasm32-wasip2"));
+    // It will not overwrite.
+    let again = Command::new(env!("CARGO_BIN_EXE_httpsd"))
+        .args(["new", "my-inventory", "--dir"])
+        .arg(&krate)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // Built as its README says (sharing the guests' target dir to reuse wit-bindgen).
+    let target = support::components()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(&krate)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "the new crate builds");
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("inventory")).unwrap();
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/my_inventory.wasm"),
+        t.path("inventory/my-inventory.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        krate.join("my-inventory.toml"),
+        t.path("inventory/my-inventory.toml"),
+    )
+    .unwrap();
+
+    let out = check(t.root(), &["--format", "json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert!(out.status.success(), "{report:#}");
+    let text = report.to_string();
+    // Its two check-params sets ran.
+    assert!(text.contains("3 targets for prod"), "{report:#}");
+    assert!(text.contains("1 targets for staging"), "{report:#}");
+
+    // And served: the manifest's port reached it.
+    let serve = support::Httpsd::serve(t.root(), &["--wait-on-miss", "20s"]);
+    let r = support::get(serve.port, "/targets/inventory?env=prod").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!([{"targets": ["app-1.prod.internal:8080", "app-2.prod.internal:8080",
+            "app-3.prod.internal:8080"], "labels": {"job": "app", "env": "prod"}}])
+    );
+}

@@ -29,5 +29,6 @@ fn main() -> std::process::ExitCode {
             };
             runtime.block_on(httpsd::check::run(args))
         }
+        Command::New(args) => commands::new(&args),
     }
 }

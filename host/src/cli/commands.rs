@@ -203,3 +203,40 @@ fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str) {
         Err(e) => tracing::warn!("cannot read the listening address: {e}"),
     }
 }
+
+/// `httpsd new NAME`: writes the crate and says what to do next.
+pub fn new(args: &super::NewArgs) -> ExitCode {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(&args.name));
+    let spec = super::new::NewCrate {
+        name: &args.name,
+        dir: &dir,
+        sdk: args.sdk.as_deref(),
+    };
+    match super::new::create(&spec) {
+        Ok(files) => {
+            println!("created {} with:", dir.display());
+            for f in files.iter().filter(|f| !f.starts_with("vendor/")) {
+                println!("  {f}");
+            }
+            if files.iter().any(|f| f.starts_with("vendor/")) {
+                println!("  vendor/ (a copy of the generator SDK and the WIT world)");
+            }
+            let wasm = super::new::component_file(&args.name);
+            println!(
+                "\nnext:\n  cd {dir}\n  cargo build --release --target wasm32-wasip2\n  \
+                 mkdir -p /srv/targets/{name} && cp target/wasm32-wasip2/release/{wasm} /srv/targets/{name}/{name}.wasm && cp {name}.toml /srv/targets/{name}/\n  \
+                 httpsd check /srv/targets --path {name}",
+                dir = dir.display(),
+                name = args.name,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("httpsd new: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! `worker` and `serve`.
 
 pub mod commands;
+pub mod new;
 
 use crate::runtime::{Limits, RuntimeConfig};
 use crate::units::{parse_duration, parse_size};
@@ -54,6 +55,24 @@ pub enum Command {
     /// Run every generator once in the sandbox, validate, and print what each returned.
     /// Exits non-zero if any generator fails.
     Check(CheckArgs),
+    /// Write a new Rust generator crate (with a copy of the SDK) that builds to a
+    /// component and passes `httpsd check` as it is.
+    New(NewArgs),
+}
+
+/// `httpsd new NAME`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The crate's name (letters, digits, '-' and '_').
+    pub name: String,
+
+    /// Where to create it (default: ./NAME). Must not exist yet.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+
+    /// Depend on this generator-sdk checkout instead of a copy of the SDK.
+    #[arg(long, value_name = "PATH")]
+    pub sdk: Option<PathBuf>,
 }
 
 /// `httpsd server DIR`.
