@@ -35,7 +35,7 @@ pub struct Metrics {
     pub path_last_generated_targets: IntGaugeVec,
     /// `{operation}`: hit, miss, expired.
     pub cache_operations: IntCounterVec,
-    /// `{worker_id, status}`: success, failure.
+    /// `{worker_id, status}`: success, failure, discarded (a queue entry that is not a job).
     pub jobs_processed: IntCounterVec,
     /// `{status}`: pending, processing. Set when `/metrics` is read.
     pub queue_jobs: IntGaugeVec,
