@@ -108,8 +108,7 @@ fn admin_page_in_headless_chromium() {
         Some("fresh")
     );
     browser.click(&browser.find("tr.path[data-path=\"/targets/nodes\"] a.debug"));
-    let debug: serde_json::Value =
-        serde_json::from_str(&browser.body_text()).expect("debug answers JSON");
+    let debug = browser.body_json();
     assert_eq!(debug["full_path"], "/targets/nodes?");
     assert!(
         debug["debug_info"]["normal_cache"]["results"].is_array(),
@@ -125,7 +124,7 @@ fn admin_page_in_headless_chromium() {
         Some("error")
     );
     browser.click(&browser.find("tr.path[data-path=\"/targets/inventory\"] a.error-type"));
-    let debug: serde_json::Value = serde_json::from_str(&browser.body_text()).unwrap();
+    let debug = browser.body_json();
     assert_eq!(
         debug["debug_info"]["error_details"]["error_type"],
         "GeneratorError"
@@ -138,8 +137,7 @@ fn admin_page_in_headless_chromium() {
             ["updated_timestamp"]
             .clone();
     browser.click(&browser.find("tr.path[data-path=\"/targets/nodes\"] form.reload button"));
-    let answer: serde_json::Value =
-        serde_json::from_str(&browser.body_text()).expect("reload answers JSON");
+    let answer = browser.body_json();
     assert_eq!(answer["status"], "reload_initiated", "{answer}");
     assert_eq!(answer["cache_cleared"], true);
     eventually(30, "the reloaded path to be fresh again", || {

@@ -253,6 +253,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         vec![o.raw.clone()],
         "only the unrenewed job is orphaned"
     );
+    let o_taken = taken.iter().find(|t| t.raw == o.raw).unwrap();
+    assert_eq!(
+        s.heartbeat(std::slice::from_ref(o_taken)).await.unwrap(),
+        1,
+        "a lease that expired while its job was in processing is lost"
+    );
     assert!(s.requeue(&o.raw).await.unwrap());
     assert!(!s.requeue(&o.raw).await.unwrap(), "requeued once");
     assert!(
@@ -270,15 +276,18 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     let again = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
     assert_eq!(again.raw, o.raw);
     assert_eq!(again.attempts, 2);
-    let expired_lost = s
+    let finished_lost = s
         .heartbeat(&[Taken {
-            raw: "never taken".into(),
+            raw: "not in processing".into(),
             lease_id: "no-such-lease".into(),
             attempts: 1,
         }])
         .await
         .unwrap();
-    assert_eq!(expired_lost, 1);
+    assert_eq!(
+        finished_lost, 0,
+        "a job gone from processing (it finished a moment ago) is not lost"
+    );
 
     // Hand back: to the head of the queue, not counted as an attempt.
     s.hand_back(std::slice::from_ref(&again)).await.unwrap();

@@ -94,9 +94,28 @@ impl Browser {
         self.session_call("POST", "/back", Some(json!({})));
     }
 
-    /// The page's text as rendered (for a JSON answer, the JSON).
+    /// The page's text as rendered (for a JSON answer, the JSON). Retried while a
+    /// navigation replaces the page under it (a stale element).
     pub fn body_text(&self) -> String {
-        self.text(&self.find("body"))
+        eventually(10, "the page's text", || {
+            let body = self.try_find("body")?;
+            let r = request(
+                self.port,
+                "GET",
+                &format!("/session/{}/element/{}/text", self.session, body.0),
+                None,
+            )
+            .ok()?;
+            (r.status == 200).then(|| r.json()["value"].as_str().unwrap_or("").to_string())
+        })
+    }
+
+    /// The page's text as JSON, once the page shows JSON (after a click that
+    /// navigates to a JSON answer).
+    pub fn body_json(&self) -> Value {
+        eventually(10, "a JSON page", || {
+            serde_json::from_str(&self.body_text()).ok()
+        })
     }
 
     /// An element's text as rendered: empty while it is hidden.

@@ -293,9 +293,13 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut lost = 0;
         for t in running {
-            match s.leases.get_mut(&t.lease_id) {
+            let state = &mut *s;
+            match state.leases.get_mut(&t.lease_id) {
                 Some(exp) if *exp > now => *exp = now + self.retention.lease,
-                _ => lost += 1,
+                // Without a lease but still in processing: lost. (Gone from processing:
+                // it finished a moment ago.)
+                _ if state.processing.contains(&t.raw) => lost += 1,
+                _ => {}
             }
             if let Some(m) = s.marker_of(&t.raw, &t.lease_id) {
                 m.expires = now + self.retention.marker;

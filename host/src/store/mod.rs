@@ -206,7 +206,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<Taken>>> + Send;
 
     /// Renews the leases of running jobs (and their paths' markers). Returns how many
-    /// leases had already expired (their jobs may be run again elsewhere).
+    /// leases had already expired while their job was still in processing (those jobs
+    /// may be run again elsewhere).
     fn heartbeat(&self, running: &[Taken]) -> impl Future<Output = StoreResult<usize>> + Send;
 
     /// Writes results and errors, drops the jobs from processing, clears markers: one

@@ -487,7 +487,7 @@ impl Store for RedisStore {
         if running.is_empty() {
             return Ok(0);
         }
-        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        let mut invocation = self.scripts.heartbeat.key(PROCESSING);
         invocation
             .arg(ms(self.retention.lease))
             .arg(ms(self.retention.marker));

@@ -3,9 +3,11 @@
 //! - [`job`]: one job, from the queue entry to the encoded result or error.
 //! - [`pool`]: the worker loops of one process, the lease heartbeat, and the drain on
 //!   shutdown.
+//! - [`finisher`]: writes finished jobs back to the store in groups.
 //! - [`reaper`]: finds jobs whose worker died (no live lease) and puts them back in the
 //!   queue.
 
+pub mod finisher;
 pub mod job;
 pub mod pool;
 pub mod reaper;

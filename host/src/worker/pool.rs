@@ -1,20 +1,25 @@
 //! A process's workers: `--num-workers` loops that take jobs, run them and write the
 //! results back, plus the lease heartbeat and the reaper.
 //!
-//! Each loop takes up to `batch` jobs at once (one round trip when the queue is busy),
-//! runs them concurrently, and writes all their results in one round trip. It only
-//! blocks on the queue when it is empty. A store outage is waited out with a capped
-//! backoff, never a crash. On shutdown the loops stop taking, running jobs get
-//! `drain_timeout` to finish, and whatever is still running then is handed back to the
-//! queue for another worker.
+//! Each loop takes up to `batch` jobs at once (one round trip when the queue is busy)
+//! and runs them concurrently; each result goes to the process's [`super::finisher`]
+//! as soon as its job is done. A loop only blocks on the queue when it is empty, and
+//! keeps up to `depth` batches going at once: while one batch runs, the next is taken,
+//! so neither the cores nor Redis wait on the other's round trips. A store
+//! outage is waited out with a capped backoff, never a crash. On shutdown the loops
+//! stop taking, running jobs get `drain_timeout` to finish, and whatever is still
+//! running then is handed back to the queue for another worker.
 
+use super::finisher::Done;
 use super::job::{JobContext, run_job};
 use super::reaper;
-use crate::store::{Outcome, Store, Taken};
+use crate::store::{Store, Taken};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -22,6 +27,8 @@ pub struct WorkerConfig {
     pub worker_ids: Vec<String>,
     /// Jobs one loop takes and runs at once.
     pub batch: usize,
+    /// Batches one loop keeps going at once (taking, running, writing back).
+    pub depth: usize,
     /// How long one blocking read of an empty queue waits (also how quickly a loop
     /// notices shutdown).
     pub poll: Duration,
@@ -36,6 +43,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             worker_ids: vec![super::default_worker_id()],
             batch: 8,
+            depth: 3,
             poll: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
@@ -45,9 +53,9 @@ impl Default for WorkerConfig {
 
 /// Jobs being run by this process, by lease id: what the heartbeat renews and what a
 /// drain hands back.
-type InFlight = Arc<Mutex<HashMap<String, Taken>>>;
+pub(super) type InFlight = Arc<Mutex<HashMap<String, Taken>>>;
 
-fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, Taken>> {
+pub(super) fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, Taken>> {
     in_flight.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -73,6 +81,14 @@ pub async fn run_pool<S: Store>(
         config.lease,
         shutdown.clone(),
     ));
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let finisher = tokio::spawn(super::finisher::run(
+        store.clone(),
+        ctx.metrics.clone(),
+        in_flight.clone(),
+        done_rx,
+        shutdown.clone(),
+    ));
     let loops: Vec<_> = config
         .worker_ids
         .iter()
@@ -80,13 +96,17 @@ pub async fn run_pool<S: Store>(
             tokio::spawn(worker_loop(
                 store.clone(),
                 ctx.clone(),
-                id.clone(),
+                Arc::from(id.as_str()),
                 config.clone(),
                 in_flight.clone(),
+                done_tx.clone(),
                 shutdown.clone(),
             ))
         })
         .collect();
+    // The loops hold the only senders: once they are done, the finisher writes what is
+    // left and stops.
+    drop(done_tx);
     tracing::info!(
         workers = config.worker_ids.len(),
         store = store.kind(),
@@ -98,8 +118,13 @@ pub async fn run_pool<S: Store>(
         running = lock(&in_flight).len(),
         "shutting down: no new jobs; waiting for running ones"
     );
-    let aborts: Vec<_> = loops.iter().map(|h| h.abort_handle()).collect();
-    if tokio::time::timeout(config.drain_timeout, futures::future::join_all(loops))
+    let mut aborts: Vec<_> = loops.iter().map(|h| h.abort_handle()).collect();
+    aborts.push(finisher.abort_handle());
+    let drained = async {
+        futures::future::join_all(loops).await;
+        let _ = finisher.await;
+    };
+    if tokio::time::timeout(config.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -121,13 +146,13 @@ pub async fn run_pool<S: Store>(
 }
 
 /// Waits with a capped exponential backoff between failed store calls.
-struct Backoff(Duration);
+pub(super) struct Backoff(Duration);
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
-    fn new() -> Backoff {
+    pub(super) fn new() -> Backoff {
         Backoff(Backoff::MIN)
     }
 
@@ -135,7 +160,7 @@ impl Backoff {
         self.0 = Backoff::MIN;
     }
 
-    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    pub(super) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(self.0) => {}
             _ = shutdown.changed() => {}
@@ -147,13 +172,21 @@ impl Backoff {
 async fn worker_loop<S: Store>(
     store: Arc<S>,
     ctx: Arc<JobContext>,
-    id: String,
+    id: Arc<str>,
     config: WorkerConfig,
     in_flight: InFlight,
+    done: mpsc::UnboundedSender<Done>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new();
+    let depth = Arc::new(tokio::sync::Semaphore::new(config.depth.max(1)));
+    let mut batches = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
+        // A slot first, so no job is taken that cannot start at once.
+        let Ok(slot) = depth.clone().acquire_owned().await else {
+            break;
+        };
+        while batches.try_join_next().is_some() {}
         let taken = match store.take(&id, config.batch, config.poll).await {
             Ok(t) => {
                 backoff.reset();
@@ -170,42 +203,24 @@ async fn worker_loop<S: Store>(
             continue;
         }
         lock(&in_flight).extend(taken.iter().map(|t| (t.lease_id.clone(), t.clone())));
-        let done =
-            futures::future::join_all(taken.into_iter().map(|t| run_job(&ctx, &id, t))).await;
-        for f in &done {
-            let status = match f.outcome {
-                Outcome::Entry(_) => "success",
-                Outcome::Error(_) => "failure",
-                Outcome::Discard => "discarded",
-            };
-            ctx.metrics
-                .jobs_processed
-                .with_label_values(&[id.as_str(), status])
-                .inc();
-        }
-        // Results are only lost if the store stays away past the drain; until then,
-        // retry. (The leases may expire meanwhile; a rerun elsewhere is harmless.)
-        loop {
-            match store.finish(&done).await {
-                Ok(()) => {
-                    backoff.reset();
-                    break;
-                }
-                Err(e) => {
-                    ctx.metrics
-                        .store_errors
-                        .with_label_values(&["finish"])
-                        .inc();
-                    tracing::warn!(worker_id = %id, jobs = done.len(), "cannot write results: {e}");
-                    backoff.wait(&mut shutdown).await;
-                }
+        let (ctx, id, done) = (ctx.clone(), id.clone(), done.clone());
+        batches.spawn(async move {
+            let mut running: FuturesUnordered<_> =
+                taken.into_iter().map(|t| run_job(&ctx, &id, t)).collect();
+            while let Some(finished) = running.next().await {
+                // The finisher outlives the loops; if it is gone, the pool is being
+                // torn down and the drain hands these jobs back.
+                let _ = done.send(Done {
+                    worker_id: id.clone(),
+                    finished,
+                });
             }
-        }
-        let mut map = lock(&in_flight);
-        for f in &done {
-            map.remove(&f.taken.lease_id);
-        }
+            drop(slot);
+        });
     }
+    // Shutdown: the batches under way finish (the pool's drain timeout bounds this;
+    // dropping the set on abort stops them, and their jobs are handed back).
+    while batches.join_next().await.is_some() {}
 }
 
 async fn heartbeat<S: Store>(

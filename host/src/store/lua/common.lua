@@ -35,21 +35,25 @@ local function mark_queued(raw, id, now)
 end
 
 -- A worker has just moved `raw` to processing: lease it, count the attempt, and mark
--- its path running (also for a job an old server pushed without a marker).
+-- its path running (also for a job an old server pushed without a marker). The count
+-- lives in the path's marker when the marker is this job's (the usual case, and one
+-- command cheaper), else in httpsd:attempts:<id>.
 local function start(raw, worker, now, lease_ms, marker_ttl_ms)
   local id = redis.sha1hex(raw)
   redis.call('SET', lease_key(id), worker, 'PX', lease_ms)
-  local attempts = redis.call('INCR', attempts_key(id))
-  redis.call('EXPIRE', attempts_key(id), 86400)
   local fp = full_path_of(raw)
   if fp then
     local marker = marker_key(fp)
-    local owner = redis.call('HGET', marker, 'job')
-    if owner == id or not owner then
+    local owner = redis.call('HMGET', marker, 'job', 'attempts')
+    if owner[1] == id or not owner[1] then
+      local attempts = (tonumber(owner[2]) or 0) + 1
       redis.call('HSET', marker, 'state', 'running', 'job', id, 'raw', raw,
-        'worker', worker, 'since', now)
+        'worker', worker, 'since', now, 'attempts', attempts)
       redis.call('PEXPIRE', marker, marker_ttl_ms)
+      return {id, attempts}
     end
   end
+  local attempts = redis.call('INCR', attempts_key(id))
+  redis.call('EXPIRE', attempts_key(id), 86400)
   return {id, attempts}
 end

@@ -4,27 +4,29 @@
 -- For each job: writes the result (and drops the old error) or the error (keeping the
 -- last good entry), records the run, drops the job from processing, and clears the
 -- path's marker if it is this job's. One script for a whole batch: one round trip,
--- one script call.
-local cache_ttl, error_ttl, history_last = ARGV[1], ARGV[2], tonumber(ARGV[3]) - 1
+-- one script call. Commands per job are counted: they are most of Redis's work per job.
+local cache_ttl, error_ttl, history_len = ARGV[1], ARGV[2], tonumber(ARGV[3])
 for i = 4, #ARGV, 7 do
   local raw, id, fp, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   -- From the tail: jobs are moved in at the head, so the oldest (usually the one
   -- finishing) is near the tail and the scan is short.
   redis.call('LREM', KEYS[1], -1, raw)
-  redis.call('DEL', lease_key(id), attempts_key(id))
+  if kind == '1' then
+    redis.call('DEL', lease_key(id), attempts_key(id), 'error:' .. fp)
+    redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
+  else
+    redis.call('DEL', lease_key(id), attempts_key(id))
+    if kind == '0' then redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl) end
+  end
   if kind ~= 'x' then
-    if kind == '1' then
-      redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
-      redis.call('DEL', 'error:' .. fp)
-    else
-      redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl)
-    end
     redis.call('SET', PREFIX .. 'run:' .. fp, ARGV[i + 5], 'PX', cache_ttl)
     if ARGV[i + 6] ~= '' then
+      -- Readers take the first history_len; trimming (and renewing the TTL) only when
+      -- the list is new or twice that long keeps it off most runs.
       local history = PREFIX .. 'history:' .. fp
-      redis.call('LPUSH', history, ARGV[i + 6])
-      redis.call('LTRIM', history, 0, history_last)
-      redis.call('PEXPIRE', history, cache_ttl)
+      local n = redis.call('LPUSH', history, ARGV[i + 6])
+      if n > 2 * history_len then redis.call('LTRIM', history, 0, history_len - 1) end
+      if n == 1 or n > 2 * history_len then redis.call('PEXPIRE', history, cache_ttl) end
     end
     local marker = marker_key(fp)
     if redis.call('HGET', marker, 'job') == id then redis.call('DEL', marker) end
