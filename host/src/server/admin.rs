@@ -277,7 +277,7 @@ fn write_history(html: &mut String, history: &[Value]) {
             "<tr><td>{}</td><td>{outcome}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             h["finished"]
                 .as_f64()
-                .map(crate::clock::iso8601)
+                .map(|t| format!("{} UTC", crate::clock::human(t)))
                 .unwrap_or_default(),
             h["processing_time"]
                 .as_f64()
