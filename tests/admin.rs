@@ -37,6 +37,27 @@ fn tree() -> Tree {
     t
 }
 
+/// The CSS selector of the row of `path`.
+fn row(path: &str) -> String {
+    format!("tr.path[data-path=\"{path}\"]")
+}
+
+/// The CSS selector of `what` in the row of `path`.
+fn in_row(path: &str, what: &str) -> String {
+    format!("{} {what}", row(path))
+}
+
+/// The CSS selector of `what` in the generators-and-history row under `path`.
+fn in_detail(path: &str, what: &str) -> String {
+    format!("tr.detail[data-path=\"{path}\"] {what}")
+}
+
+/// The state the page shows for `path` (its row's `data-state`).
+fn state_of(browser: &Browser, path: &str) -> Option<String> {
+    let found = browser.find(&row(path));
+    browser.attribute(&found, "data-state")
+}
+
 #[test]
 fn admin_page_in_headless_chromium() {
     let tree = tree();
@@ -82,7 +103,7 @@ fn admin_page_in_headless_chromium() {
     // The thousand paths do not all go to the browser at once.
     assert!(
         browser
-            .try_find("tr.path[data-path=\"/targets/zz-bulk/app-0999\"]")
+            .try_find(&row("/targets/zz-bulk/app-0999"))
             .is_none()
     );
 
@@ -93,21 +114,19 @@ fn admin_page_in_headless_chromium() {
     eventually(10, "the filtered page", || {
         browser.url().contains("filter=app-0999").then_some(())
     });
-    let row = browser.find("tr.path[data-path=\"/targets/zz-bulk/app-0999\"]");
     assert_eq!(
-        browser.attribute(&row, "data-state").as_deref(),
+        state_of(&browser, "/targets/zz-bulk/app-0999").as_deref(),
         Some("never")
     );
     assert!(browser.body_text().contains("1 paths matching"));
 
     // The nodes path: fresh, 9 targets; its debug link shows the cached answer.
     browser.goto(&format!("{base}/?filter=nodes"));
-    let row = browser.find("tr.path[data-path=\"/targets/nodes\"]");
     assert_eq!(
-        browser.attribute(&row, "data-state").as_deref(),
+        state_of(&browser, "/targets/nodes").as_deref(),
         Some("fresh")
     );
-    browser.click(&browser.find("tr.path[data-path=\"/targets/nodes\"] a.debug"));
+    browser.click(&browser.find(&in_row("/targets/nodes", "a.debug")));
     let debug = browser.body_json();
     assert_eq!(debug["full_path"], "/targets/nodes?");
     assert!(
@@ -118,12 +137,11 @@ fn admin_page_in_headless_chromium() {
 
     // The error path's error type links to its debug answer.
     browser.goto(&format!("{base}/?filter=inventory"));
-    let row = browser.find("tr.path[data-path=\"/targets/inventory\"]");
     assert_eq!(
-        browser.attribute(&row, "data-state").as_deref(),
+        state_of(&browser, "/targets/inventory").as_deref(),
         Some("error")
     );
-    browser.click(&browser.find("tr.path[data-path=\"/targets/inventory\"] a.error-type"));
+    browser.click(&browser.find(&in_row("/targets/inventory", "a.error-type")));
     let debug = browser.body_json();
     assert_eq!(
         debug["debug_info"]["error_details"]["error_type"],
@@ -136,7 +154,7 @@ fn admin_page_in_headless_chromium() {
         get(serve.port, "/targets/nodes?debug=true").unwrap().json()["debug_info"]["normal_cache"]
             ["updated_timestamp"]
             .clone();
-    browser.click(&browser.find("tr.path[data-path=\"/targets/nodes\"] form.reload button"));
+    browser.click(&browser.find(&in_row("/targets/nodes", "form.reload button")));
     let answer = browser.body_json();
     assert_eq!(answer["status"], "reload_initiated", "{answer}");
     assert_eq!(answer["cache_cleared"], true);
@@ -148,7 +166,7 @@ fn admin_page_in_headless_chromium() {
     // The reload protection: the button now waits out the cooldown, and the server
     // refuses a reload anyway.
     browser.goto(&format!("{base}/?filter=nodes"));
-    let button = browser.find("tr.path[data-path=\"/targets/nodes\"] form.reload button");
+    let button = browser.find(&in_row("/targets/nodes", "form.reload button"));
     assert!(
         browser.attribute(&button, "disabled").is_some(),
         "the button is disabled"
@@ -164,14 +182,13 @@ fn admin_page_in_headless_chromium() {
         (d["status"] == "processing").then_some(())
     });
     browser.goto(&format!("{base}/"));
-    let running = browser.find("tr.path[data-path=\"/targets/slow\"]");
     assert_eq!(
-        browser.attribute(&running, "data-state").as_deref(),
+        state_of(&browser, "/targets/slow").as_deref(),
         Some("running")
     );
     // Open one path's generators and run history.
-    browser.click(&browser.find("tr.detail[data-path=\"/targets/nodes\"] summary"));
-    let generators = browser.find("tr.detail[data-path=\"/targets/nodes\"] table.generators");
+    browser.click(&browser.find(&in_detail("/targets/nodes", "summary")));
+    let generators = browser.find(&in_detail("/targets/nodes", "table.generators"));
     let shown = browser.text(&generators);
     assert!(
         shown.contains("nodes/static-nodes.wasm") && shown.contains("10000000000 · 10s"),

@@ -180,27 +180,8 @@ fn a_new_generator_builds_and_passes_check() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
     // Built as its README says (sharing the guests' target dir to reuse wit-bindgen).
-    let target = support::components()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(&krate)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "the new crate builds");
+    let target = support::guest_target_dir();
+    support::build_guests(&krate, &target);
     let t = Tree::new();
     std::fs::create_dir_all(t.path("inventory")).unwrap();
     std::fs::copy(

@@ -211,8 +211,6 @@ pub struct EntryMetaView<'a> {
     /// Targets in `results` (absent in entries of other writers: count them then).
     #[serde(default)]
     pub targets: Option<usize>,
-    #[serde(default)]
-    pub processing_time: Option<f64>,
 }
 
 impl<'a> EntryView<'a> {

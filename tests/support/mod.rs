@@ -19,33 +19,45 @@ pub fn repo() -> PathBuf {
 pub fn components() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // A target dir of its own: the outer `cargo test` holds the lock on the main one.
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target"))
-            .join("guests");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo().join("generators"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target)
-            // Settings meant for the host build must not leak into the guest build.
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTFLAGS")
-            .status()
-            .expect("run cargo to build the generators");
-        assert!(
-            status.success(),
-            "building generators/ for wasm32-wasip2 failed"
-        );
+        let target = guest_target_dir();
+        build_guests(&repo().join("generators"), &target);
         target.join("wasm32-wasip2").join("release")
     })
+}
+
+/// The target directory of guest builds: one of its own, because the outer `cargo
+/// test` holds the lock on the main one.
+pub fn guest_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("guests")
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `dir`, into `target`; panics if
+/// the build fails.
+pub fn build_guests(dir: &Path, target: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target)
+        // Settings meant for the host build must not leak into the guest build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("run cargo to build generators");
+    assert!(
+        status.success(),
+        "building {} for wasm32-wasip2 failed",
+        dir.display()
+    );
 }
 
 /// The built component of crate `name` (`static-nodes`, `fixture-panic`, ...).

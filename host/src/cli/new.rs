@@ -82,7 +82,8 @@ pub fn create(spec: &NewCrate) -> Result<Vec<String>, NewError> {
             if !manifest.contains("name = \"generator-sdk\"") {
                 return Err(NewError::NotAnSdk(path));
             }
-            format!("{{ path = {:?} }}", path.display().to_string())
+            let quoted = toml::Value::String(path.display().to_string()).to_string();
+            format!("{{ path = {quoted} }}")
         }
         None => "{ path = \"vendor/generator-sdk\" }".to_string(),
     };

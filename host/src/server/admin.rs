@@ -184,7 +184,7 @@ fn write_row(
             _ => String::new(),
         },
         age = row.age.map(ago).unwrap_or_default(),
-        duration = row.duration.map(millis).unwrap_or_default(),
+        duration = row.duration().map(millis).unwrap_or_default(),
         targets = row.targets.map(|t| t.to_string()).unwrap_or_default(),
     );
     let generators = view
@@ -193,11 +193,7 @@ fn write_row(
         .and_then(|r| serde_json::from_slice::<Value>(r).ok())
         .and_then(|r| r["generators"].as_array().cloned())
         .unwrap_or_default();
-    let history: Vec<Value> = view
-        .history
-        .iter()
-        .filter_map(|h| serde_json::from_slice(h).ok())
-        .collect();
+    let history = &row.history;
     if generators.is_empty() && history.is_empty() {
         return;
     }
@@ -208,7 +204,7 @@ fn write_row(
         plural(history.len(), "recent run")
     );
     write_generators(html, &generators);
-    write_history(html, &history);
+    write_history(html, history);
     html.push_str("</details></td></tr>");
 }
 
@@ -313,13 +309,19 @@ fn write_pager(html: &mut String, filter: &str, page: usize, pages: usize) {
 struct Row {
     state: &'static str,
     age: Option<f64>,
-    duration: Option<f64>,
     targets: Option<usize>,
     /// The last error's type and message, when it is newer than the entry.
     error: Option<(String, String)>,
+    /// The path's recent runs, newest first.
+    history: Vec<Value>,
 }
 
 impl Row {
+    /// How long the last run took.
+    fn duration(&self) -> Option<f64> {
+        self.history.first()?["processing_time"].as_f64()
+    }
+
     fn of(view: &DebugView, now: f64, cache_seconds: f64) -> Row {
         let entry = view.entry.as_ref().and_then(|b| {
             let v = EntryView::parse(b).ok()?;
@@ -354,15 +356,14 @@ impl Row {
             (None, Some(_)) => "stale",
             (None, None) => "never",
         };
-        let duration = view
-            .history
-            .first()
-            .and_then(|h| serde_json::from_slice::<Value>(h).ok())
-            .and_then(|h| h["processing_time"].as_f64());
         Row {
             state,
             age,
-            duration,
+            history: view
+                .history
+                .iter()
+                .filter_map(|h| serde_json::from_slice(h).ok())
+                .collect(),
             targets: entry.and_then(|(_, t)| t),
             error: error
                 .filter(|_| error_is_newer)

@@ -21,7 +21,7 @@ use crate::clock::now_unix;
 use crate::wire::{self, PROCESSING, QUEUE};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -273,6 +273,18 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// `enqueue.lua` or `reload.lua` with the arguments both take: the queue, the job's
+    /// path, the job, now and the marker TTL.
+    fn push_invocation<'s>(&self, script: &'s Script, job: &NewJob) -> ScriptInvocation<'s> {
+        let mut invocation = script.key(QUEUE);
+        invocation
+            .arg(&job.full_path)
+            .arg(&job.raw)
+            .arg(now_unix())
+            .arg(ms(self.retention.marker));
+        invocation
+    }
+
     /// The blocking half of [`Store::take`]: waits for one job with BLMOVE.
     async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
         let mut conn = self.blocking_conn(wait).await?;
@@ -399,17 +411,8 @@ impl Store for RedisStore {
     }
 
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
-        let pushed: i64 = on_conn!(self, |c| {
-            self.scripts
-                .enqueue
-                .key(QUEUE)
-                .arg(&job.full_path)
-                .arg(&job.raw)
-                .arg(now_unix())
-                .arg(ms(self.retention.marker))
-                .invoke_async(c)
-                .await
-        })?;
+        let invocation = self.push_invocation(&self.scripts.enqueue, job);
+        let pushed: i64 = on_conn!(self, |c| invocation.invoke_async(c).await)?;
         Ok(pushed == 1)
     }
 
@@ -418,19 +421,10 @@ impl Store for RedisStore {
         job: &NewJob,
         cooldown: Duration,
     ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
-        let answer: Vec<i64> = on_conn!(self, |c| {
-            self.scripts
-                .reload
-                .key(QUEUE)
-                .arg(&job.full_path)
-                .arg(&job.raw)
-                .arg(now_unix())
-                .arg(ms(self.retention.marker))
-                // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
-                .arg(cooldown.as_millis().min(u64::MAX as u128) as u64)
-                .invoke_async(c)
-                .await
-        })?;
+        let mut invocation = self.push_invocation(&self.scripts.reload, job);
+        // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
+        invocation.arg(cooldown.as_millis().min(u64::MAX as u128) as u64);
+        let answer: Vec<i64> = on_conn!(self, |c| invocation.invoke_async(c).await)?;
         match answer[..] {
             [-1, left] => Ok(Err(CoolingDown(Duration::from_millis(
                 u64::try_from(left).unwrap_or(0),
