@@ -193,15 +193,24 @@ pub fn encode_entry(updated: f64, results: &[TargetGroup], meta: &EntryMeta) -> 
     .unwrap_or_default()
 }
 
-/// A cache entry as read on the request path: the results stay raw bytes so a hit
+/// A cache entry as read on the request path: the results stay raw JSON text so a hit
 /// never re-serialises them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct EntryView<'a> {
     pub updated_timestamp: f64,
-    #[serde(borrow)]
-    pub results: &'a RawValue,
-    #[serde(default)]
+    /// The `results` array as written.
+    pub results: &'a str,
     pub httpsd: Option<EntryMetaView<'a>>,
+}
+
+/// Any writer's entry (prometheus-http-sd's too): field order free, every byte parsed.
+#[derive(Deserialize)]
+struct AnyEntry<'a> {
+    updated_timestamp: f64,
+    #[serde(borrow)]
+    results: &'a RawValue,
+    #[serde(default)]
+    httpsd: Option<EntryMetaView<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,7 +224,40 @@ pub struct EntryMetaView<'a> {
 
 impl<'a> EntryView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<EntryView<'a>, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        if let Some(view) = Self::parse_own(bytes) {
+            return Ok(view);
+        }
+        let any: AnyEntry = serde_json::from_slice(bytes)?;
+        Ok(EntryView {
+            updated_timestamp: any.updated_timestamp,
+            results: any.results.get(),
+            httpsd: any.httpsd,
+        })
+    }
+
+    /// The layout [`encode_entry`] writes, `{"updated_timestamp":T,"httpsd":{..},
+    /// "results":[..]}`: the two small fields are parsed and the results are taken as
+    /// the rest, unscanned. On a large answer the scan would be most of a cache hit's
+    /// CPU; the bytes were written by a worker that serialised them itself. Anything
+    /// else (another writer, another order) returns `None` and is parsed in full.
+    fn parse_own(bytes: &'a [u8]) -> Option<EntryView<'a>> {
+        fn field<'de, T: Deserialize<'de>>(rest: &'de [u8], name: &[u8]) -> Option<(T, &'de [u8])> {
+            let rest = rest.strip_prefix(name)?;
+            let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+            let value = values.next()?.ok()?;
+            Some((value, rest.get(values.byte_offset()..)?))
+        }
+        let (updated_timestamp, rest) = field::<f64>(bytes, b"{\"updated_timestamp\":")?;
+        let (meta, rest) = field::<EntryMetaView>(rest, b",\"httpsd\":")?;
+        let results = rest.strip_prefix(b",\"results\":")?.strip_suffix(b"}")?;
+        if !(results.starts_with(b"[") && results.ends_with(b"]")) {
+            return None;
+        }
+        Some(EntryView {
+            updated_timestamp,
+            results: std::str::from_utf8(results).ok()?,
+            httpsd: Some(meta),
+        })
     }
 
     pub fn fingerprint(&self) -> Option<&'a str> {
@@ -337,12 +379,25 @@ mod tests {
         let view = EntryView::parse(&bytes).unwrap();
         assert_eq!(view.updated_timestamp, 12.5);
         assert_eq!(
-            view.results.get(),
+            view.results,
             r#"[{"targets":["a:1"],"labels":{"job":"x"}}]"#
         );
         assert_eq!(view.fingerprint(), Some("abc"));
+        assert!(
+            EntryView::parse_own(&bytes).is_some(),
+            "our own layout takes the fast path"
+        );
         // An entry written by the old tool has no httpsd section.
         let old = br#"{"updated_timestamp": 1.0, "results": []}"#;
+        assert!(EntryView::parse_own(old).is_none());
         assert_eq!(EntryView::parse(old).unwrap().fingerprint(), None);
+        // Another field order, or our prefix with anything odd after it, is parsed in full.
+        let reordered = br#"{"results":[{"targets":["b:2"],"labels":{}}],"updated_timestamp":3}"#;
+        assert_eq!(EntryView::parse(reordered).unwrap().updated_timestamp, 3.0);
+        let extra = br#"{"updated_timestamp":1,"httpsd":{},"results":[],"more":1}"#;
+        assert!(EntryView::parse_own(extra).is_none());
+        assert_eq!(EntryView::parse(extra).unwrap().results, "[]");
+        let broken = br#"{"updated_timestamp":1,"httpsd":{"fingerprint":"a"},"results":[}"#;
+        assert!(EntryView::parse(broken).is_err());
     }
 }

@@ -139,7 +139,8 @@ pub struct HttpArgs {
     #[arg(long, env = "HTTPSD_CONNECTION_LIMIT", default_value_t = 1000)]
     pub connection_limit: usize,
 
-    /// Threads of the server's async runtime (the seed's request threads).
+    /// Most worker threads of the server's async runtime (the seed's request threads).
+    /// It never uses more than one per core; 0 means one per core.
     #[arg(long, env = "HTTPSD_THREADS", default_value_t = 64)]
     pub threads: usize,
 

@@ -327,7 +327,7 @@ impl Row {
             let v = EntryView::parse(b).ok()?;
             let meta = v.httpsd.as_ref();
             let targets = meta.and_then(|m| m.targets).or_else(|| {
-                serde_json::from_str::<Vec<crate::model::TargetGroup>>(v.results.get())
+                serde_json::from_str::<Vec<crate::model::TargetGroup>>(v.results)
                     .map(|g| g.iter().map(|g| g.targets.len()).sum())
                     .ok()
             });

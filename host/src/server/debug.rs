@@ -34,8 +34,7 @@ pub async fn respond<S: Store>(app: &App<S>, req: &TargetRequest, fingerprint: &
         match EntryView::parse(bytes) {
             Ok(entry) => {
                 let age = now - entry.updated_timestamp;
-                let results: Value =
-                    serde_json::from_str(entry.results.get()).unwrap_or(Value::Null);
+                let results: Value = serde_json::from_str(entry.results).unwrap_or(Value::Null);
                 let mut normal = json!({
                     "status": "success",
                     "updated_timestamp": iso8601(entry.updated_timestamp),

@@ -183,7 +183,7 @@ fn judge<S: Store>(app: &App<S>, bytes: &Bytes, fingerprint: &str) -> Judgement 
         None
     };
     // The results are a slice of the entry: no copy, no re-serialising.
-    let results = bytes.slice_ref(view.results.get().as_bytes());
+    let results = bytes.slice_ref(view.results.as_bytes());
     Judgement::Fresh { results, refresh }
 }
 
