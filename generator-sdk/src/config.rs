@@ -1,4 +1,4 @@
-//! Configuration values from the generator's manifest.
+//! Configuration values and secrets from the generator's manifest.
 //!
 //! A generator `fleet.wasm` may have a `fleet.toml` next to it; its `[config]` table is
 //! what this module reads. Values are strings; [`parse`] converts them.
@@ -48,7 +48,21 @@ where
     }
 }
 
-/// Every key and value, sorted by key.
+/// Every key and value, sorted by key. Secrets are not among them.
 pub fn all() -> Vec<(String, String)> {
     wit::all()
+}
+
+/// The secret `key` from the manifest's `[secrets]` table, or an error naming it.
+///
+/// ```toml
+/// [secrets]
+/// token = { env = "INVENTORY_TOKEN" }      # or { file = "/run/secrets/token" }, or "inline"
+/// ```
+///
+/// httpsd replaces the value with `[secret]` wherever the run's words leave the
+/// sandbox (its logs, its error message, `?debug=true`), so logging it is harmless,
+/// but putting it in a target or label is not: those are served as they are.
+pub fn secret(key: &str) -> Result<String> {
+    wit::secret(key).ok_or_else(|| Error::msg(format!("missing secret `{key}` in the manifest")))
 }

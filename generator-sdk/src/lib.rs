@@ -59,6 +59,7 @@ pub mod bindings {
 mod query;
 
 pub mod config;
+pub mod http;
 pub mod log;
 
 /// The request's query parameters, in order, repeated keys kept.

@@ -139,6 +139,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 pub mod browser;
 pub mod http;
+pub mod inventory;
 pub mod process;
 pub mod prometheus;
 pub mod redis_server;

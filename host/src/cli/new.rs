@@ -21,6 +21,10 @@ const VENDORED: &[(&str, &str)] = &[
         include_str!("../../../generator-sdk/src/config.rs"),
     ),
     (
+        "generator-sdk/src/http.rs",
+        include_str!("../../../generator-sdk/src/http.rs"),
+    ),
+    (
         "generator-sdk/src/log.rs",
         include_str!("../../../generator-sdk/src/log.rs"),
     ),

@@ -11,6 +11,7 @@
 
 use super::error::{ErrorKind, GenError};
 use super::host::{GeneratorPre, RunState};
+use super::http::HttpGrant;
 use super::limits::Limits;
 use super::manifest::Manifest;
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct Loaded {
     pub check_export: Option<ComponentExportIndex>,
     pub limits: Limits,
     pub config: Arc<[(String, String)]>,
+    /// The hosts it may reach over HTTP (none without an `[http]` table).
+    pub http: Arc<HttpGrant>,
     pub manifest: Manifest,
     /// How this entry was produced, and how long that took.
     pub origin: Origin,
@@ -151,6 +154,8 @@ impl ComponentCache {
             .defaults
             .with_overrides(&manifest.limits)
             .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
+        let http = HttpGrant::from_section(&manifest.http)
+            .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
 
         let bytes = tokio::fs::read(path)
             .await
@@ -164,6 +169,7 @@ impl ComponentCache {
             check_export: compiled.check_export,
             limits,
             config: manifest.config_pairs().into(),
+            http: Arc::new(http),
             manifest,
             origin,
             load_time: started.elapsed(),

@@ -33,6 +33,11 @@ pub enum ErrorKind {
     /// A static `.yaml`/`.yml` file does not parse.
     #[serde(rename = "YAMLError")]
     Yaml,
+    /// The run failed after the host refused an HTTP request to a host its manifest
+    /// does not allow. Named by the host, so it reads the same whatever language the
+    /// generator is in (JavaScript's `fetch` only says "NetworkError").
+    #[serde(rename = "HttpDeniedError")]
+    HttpDenied,
 }
 
 impl ErrorKind {
@@ -47,6 +52,7 @@ impl ErrorKind {
             ErrorKind::LoadError => "LoadError",
             ErrorKind::JsonDecode => "JSONDecodeError",
             ErrorKind::Yaml => "YAMLError",
+            ErrorKind::HttpDenied => "HttpDeniedError",
         }
     }
 }
@@ -100,6 +106,22 @@ impl GenError {
         );
         GenError {
             kind: ErrorKind::Generator,
+            message,
+            traceback,
+        }
+    }
+
+    /// `original` told again as a `kind` error with `message`: the same frames, a new
+    /// last line.
+    pub fn guest_kind(kind: ErrorKind, message: String, original: GenError) -> Self {
+        let last = format!("{}: {}", original.kind, original.message);
+        let frames = match original.traceback.rfind(&last) {
+            Some(at) => &original.traceback[..at],
+            None => original.traceback.as_str(),
+        };
+        let traceback = format!("{frames}{kind}: {message}");
+        GenError {
+            kind,
             message,
             traceback,
         }

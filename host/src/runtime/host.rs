@@ -1,8 +1,9 @@
 //! What a generator can reach from inside the sandbox, and nothing more.
 //!
 //! The store's data ([`RunState`]) carries a WASI context with no files, no
-//! environment, no arguments and no network, plus our own imports: `log` (captured per
-//! run) and `config` (the manifest's values). stdout and stderr are captured into the
+//! environment, no arguments and no sockets, plus our own imports: `log` (captured per
+//! run) and `config` (the manifest's values and secrets). Outbound HTTP goes through
+//! wasi:http and the manifest's allow-list ([`super::http`]). stdout and stderr are captured into the
 //! same bounded run log, so a `println!` or a panic message is visible in `?debug=true`.
 //!
 //! The wall-clock limit has two halves. Epoch interruption stops a guest that is
@@ -23,7 +24,9 @@ use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::http::{HttpGrant, HttpPolicy};
 use super::limits::MemoryCap;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -33,13 +36,24 @@ wasmtime::component::bindgen!({
 
 pub use self::httpsd::generator::types::{Error as WitError, TargetGroup as WitTargetGroup};
 
+/// What a generator's manifest grants one run: config values, secrets, HTTP hosts.
+pub struct Grants {
+    pub config: Arc<[(String, String)]>,
+    pub secrets: Vec<(String, String)>,
+    pub http: Arc<HttpGrant>,
+}
+
 /// Everything a store knows about its one run.
 pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    /// Decides which requests go out; cuts their waits to the deadline.
+    http_policy: HttpPolicy,
     pub memory: MemoryCap,
     pub log: Arc<Mutex<RunLog>>,
     config: Arc<[(String, String)]>,
+    secrets: Vec<(String, String)>,
     /// When the wall-clock limit runs out; host calls never wait past it.
     deadline: Instant,
 }
@@ -48,7 +62,7 @@ impl RunState {
     pub fn new(
         memory: MemoryCap,
         log: Arc<Mutex<RunLog>>,
-        config: Arc<[(String, String)]>,
+        grants: Grants,
         deadline: Instant,
     ) -> Self {
         let wasi = WasiCtxBuilder::new()
@@ -67,11 +81,19 @@ impl RunState {
         RunState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(grants.http, deadline, log.clone()),
             memory,
             log,
-            config,
+            config: grants.config,
+            secrets: grants.secrets,
             deadline,
         }
+    }
+
+    /// The first HTTP request the allow-list refused in this run, if any.
+    pub fn http_denied(&self) -> Option<&str> {
+        self.http_policy.denied.as_deref()
     }
 
     fn remaining(&self) -> Duration {
@@ -84,6 +106,16 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
@@ -117,6 +149,13 @@ impl self::httpsd::generator::config::Host for RunState {
     fn all(&mut self) -> Vec<(String, String)> {
         self.config.to_vec()
     }
+
+    fn secret(&mut self, key: String) -> Option<String> {
+        self.secrets
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// Builds the linker every generator is instantiated against: WASI p2 (denied by
@@ -124,6 +163,8 @@ impl self::httpsd::generator::config::Host for RunState {
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Every generator gets wasi:http; the policy refuses what its manifest does not allow.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Generator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
     linker.allow_shadowing(true);

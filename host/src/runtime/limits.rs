@@ -67,7 +67,7 @@ pub enum SizeOrText {
 }
 
 impl SizeOrText {
-    fn size(&self) -> Result<u64, String> {
+    pub(super) fn size(&self) -> Result<u64, String> {
         match self {
             SizeOrText::Number(n) => Ok(*n),
             SizeOrText::Text(t) => parse_size(t),

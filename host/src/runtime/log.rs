@@ -39,6 +39,35 @@ pub struct RunLog {
     generator: String,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
+    /// Secret values of this run, replaced in every line before it is kept or logged.
+    secrets: Vec<String>,
+}
+
+/// What a secret value is replaced with wherever the run's words leave the sandbox.
+pub const REDACTED: &str = "[secret]";
+
+/// `text` with every occurrence of a secret value replaced, longest first (so a
+/// secret that contains another is not half-replaced).
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+/// Secret values in the order [`redact`] wants them.
+pub fn redaction_list(secrets: &[(String, String)]) -> Vec<String> {
+    let mut values: Vec<String> = secrets
+        .iter()
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    values
 }
 
 impl RunLog {
@@ -51,11 +80,23 @@ impl RunLog {
             generator,
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
+            secrets: Vec::new(),
         }
+    }
+
+    /// Redacts these values (see [`redaction_list`]) from every line from now on.
+    pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Records one line; forwards it to the host's tracing with the generator's name.
     pub fn push(&mut self, level: LogLevel, message: String) {
+        let message = if self.secrets.is_empty() {
+            message
+        } else {
+            redact(&message, &self.secrets)
+        };
         let generator = self.generator.as_str();
         match level {
             LogLevel::Error => tracing::warn!(target: "httpsd::guest", generator, "{message}"),
@@ -145,5 +186,21 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].message, "panicked at x");
         assert_eq!(dropped, 2);
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_every_line() {
+        let secrets = redaction_list(&[
+            ("short".into(), "tok".into()),
+            ("long".into(), "tok-123".into()),
+            ("empty".into(), String::new()),
+        ]);
+        let mut log = RunLog::new(1 << 10, "g".into()).with_secrets(secrets.clone());
+        log.push(LogLevel::Info, "auth tok-123 then tok".into());
+        log.append_output(Stream::Stdout, b"printed tok-123\n");
+        let (lines, _) = log.finish();
+        assert_eq!(lines[0].message, "auth [secret] then [secret]");
+        assert_eq!(lines[1].message, "printed [secret]");
+        assert_eq!(redact("no secrets here", &secrets), "no secrets here");
     }
 }

@@ -14,10 +14,19 @@
 //!
 //! [check]             # what `httpsd check` calls generate with, one run per entry
 //! params = ["env=prod&region=eu-west-1", ""]
+//!
+//! [http]              # outbound HTTP; without this table nothing is reachable
+//! allow = ["inventory.internal:8080", "*.consul.local:*", "api.example.com"]
+//! max_response_bytes = "16MiB"
+//!
+//! [secrets]           # read through `config.secret`, kept out of logs and errors
+//! token = { env = "INVENTORY_TOKEN" }
+//! password = { file = "/run/secrets/inventory" }
 //! ```
 //!
 //! Unknown keys are errors: a typo in a limit must not silently fall back to the default.
 
+use super::http::HttpSection;
 use super::limits::LimitOverrides;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +41,37 @@ pub struct Manifest {
     pub config: BTreeMap<String, ConfigValue>,
     #[serde(default)]
     pub check: CheckSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where a secret's value comes from. An environment variable or a file keeps the value
+/// out of the manifest (which sits in the target tree, next to the generator); an
+/// inline value is accepted for tests and demos.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Inline(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl SecretSource {
+    /// Reads the value now (a rotated file is picked up by the next run). The error
+    /// says where the value was looked for, never what it is.
+    fn resolve(&self, key: &str) -> Result<String, String> {
+        match self {
+            SecretSource::Inline(v) => Ok(v.clone()),
+            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
+                format!("secret {key:?}: environment variable {env} is not set (or not UTF-8)")
+            }),
+            SecretSource::File { file } => std::fs::read_to_string(file)
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("secret {key:?}: cannot read {}: {e}", file.display())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,6 +113,14 @@ impl Manifest {
         toml::from_str(text).map_err(|e| format!("manifest {}: {}", path.display(), e.message()))
     }
 
+    /// The secrets' values, read now, sorted by key.
+    pub fn secret_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.secrets
+            .iter()
+            .map(|(k, source)| Ok((k.clone(), source.resolve(k)?)))
+            .collect()
+    }
+
     /// The config values as the guest sees them, sorted by key.
     pub fn config_pairs(&self) -> Vec<(String, String)> {
         self.config
@@ -98,6 +146,31 @@ mod tests {
             vec![("racks".into(), "40".into()), ("site".into(), "dc1".into())]
         );
         assert_eq!(m.check.params.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn secrets_come_from_env_files_or_inline() {
+        let dir = std::env::temp_dir().join(format!("httpsd-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!(
+            "[secrets]\na = \"inline\"\nb = {{ env = \"PATH\" }}\nc = {{ file = {:?} }}\n",
+            file.display().to_string()
+        );
+        let m = Manifest::parse(&text, Path::new("x.toml")).unwrap();
+        let pairs = m.secret_pairs().unwrap();
+        assert_eq!(pairs[0], ("a".into(), "inline".into()));
+        assert_eq!(pairs[1].1, std::env::var("PATH").unwrap());
+        assert_eq!(pairs[2], ("c".into(), "from-file".into()));
+        let missing = Manifest::parse(
+            "[secrets]\nt = { env = \"HTTPSD_TEST_UNSET_VARIABLE\" }\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let err = missing.secret_pairs().unwrap_err();
+        assert!(err.contains("HTTPSD_TEST_UNSET_VARIABLE"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

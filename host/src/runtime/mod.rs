@@ -10,6 +10,7 @@ pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod http;
 pub mod limits;
 pub mod log;
 pub mod manifest;
@@ -215,13 +216,34 @@ impl Runtime {
         stats.origin = Some(loaded.origin);
         let limits = loaded.limits;
         stats.limits = Some(limits);
+        // Read at every run, so a rotated secret file is picked up without a reload.
+        let secrets = match loaded.manifest.secret_pairs() {
+            Ok(s) => s,
+            Err(e) => {
+                stats.duration = started.elapsed();
+                return (
+                    Err(GenError::host(ErrorKind::LoadError, path, e)),
+                    stats,
+                    limits,
+                );
+            }
+        };
+        let redactions = log::redaction_list(&secrets);
         let name = path.display().to_string();
-        let log = Arc::new(Mutex::new(log::RunLog::new(limits.max_log_bytes, name)));
+        let log = Arc::new(Mutex::new(
+            log::RunLog::new(limits.max_log_bytes, name).with_secrets(redactions.clone()),
+        ));
+        let deadline = Instant::now() + limits.timeout;
+        let grants = host::Grants {
+            config: loaded.config.clone(),
+            secrets,
+            http: loaded.http.clone(),
+        };
         let state = RunState::new(
             limits::MemoryCap::new(limits.memory_bytes),
             log.clone(),
-            loaded.config.clone(),
-            Instant::now() + limits.timeout,
+            grants,
+            deadline,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -254,6 +276,7 @@ impl Runtime {
         }
         stats.memory_peak = store.data().memory.peak as u64;
         let memory_refusal = store.data().memory.refusal();
+        let http_denied = store.data().http_denied().map(str::to_string);
         drop(store);
         let (logs, dropped) = match log.lock() {
             Ok(mut l) => l.finish(),
@@ -264,6 +287,19 @@ impl Runtime {
 
         let result = match outcome {
             Ok(Ok(Ok(value))) => Ok(value),
+            // Its deadline passed while it waited in a host call (an HTTP request cut at
+            // the deadline, say) and it returned before the epoch check stopped it: the
+            // run ran out of time, whatever it then made of that.
+            Ok(Ok(Err(guest_error))) if Instant::now() >= deadline => Err(GenError::guest(
+                ErrorKind::Timeout,
+                path,
+                format!(
+                    "Generator exceeded timeout limit: wall clock {} (it then returned: {})",
+                    crate::units::format_duration(limits.timeout),
+                    guest_error.message
+                ),
+                None,
+            )),
             Ok(Ok(Err(guest_error))) => Err(GenError::returned(path, guest_error.message)),
             Ok(Err(trap)) => {
                 let (kind, mut message) =
@@ -287,6 +323,30 @@ impl Runtime {
                 None,
             )),
         };
+        // A failure after a refused request is about the refusal, whatever the guest
+        // made of it (JavaScript's fetch says only "NetworkError").
+        let result = match (result, http_denied) {
+            (Err(e), Some(request)) if matches!(e.kind, ErrorKind::Generator | ErrorKind::Trap) => {
+                Err(GenError::guest_kind(
+                    ErrorKind::HttpDenied,
+                    format!(
+                        "{request} was refused: its host is not in the [http] allow list of this generator's manifest (the generator then failed: {})",
+                        e.message
+                    ),
+                    e,
+                ))
+            }
+            (result, _) => result,
+        };
+        // The guest's own words (its error message, a trap's stderr tail) leave the
+        // sandbox here: no secret goes with them.
+        let result = result.map_err(|mut e| {
+            if !redactions.is_empty() {
+                e.message = log::redact(&e.message, &redactions);
+                e.traceback = log::redact(&e.traceback, &redactions);
+            }
+            e
+        });
         stats.duration = started.elapsed();
         (result, stats, limits)
     }

@@ -1,0 +1,405 @@
+//! Outbound HTTP for generators: `wasi:http/outgoing-handler`, behind an allow-list.
+//!
+//! Every generator gets the wasi:http imports linked (a JavaScript component imports
+//! them whether or not it calls `fetch`), and every request passes through
+//! [`HttpPolicy::send_request`] first. A request goes out only when its host and port
+//! are in the generator's own `[http] allow` list; otherwise the guest gets wasi:http's
+//! `HTTP-request-denied` error code and the run log says which host was refused and why.
+//!
+//! A request is part of the run: its connect, first-byte and between-bytes timeouts
+//! are cut to the run's wall-clock deadline (plus a little, so that the guest, when it
+//! gets control back, hits the epoch deadline and stops with a `TimeoutError` and its
+//! traceback, rather than treating a timeout as an ordinary error). A response body is
+//! capped at `max_response_bytes`, checked against `Content-Length` up front and counted
+//! while it streams.
+
+use super::engine::EPOCH_TICK;
+use super::limits::SizeOrText;
+use super::log::{LogLevel, RunLog};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Largest response body by default: an inventory answer for a very large fleet.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
+
+/// The longest a request may wait to connect, for its first byte, or between two body
+/// chunks, whatever the guest asks for (the run's deadline usually comes first).
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How long past the run's deadline a request may still wait: long enough that the
+/// epoch deadline (which trails the wall-clock one by up to two ticks) has passed when
+/// the guest resumes, so it stops with a traceback.
+const DEADLINE_GRACE: Duration = EPOCH_TICK.saturating_mul(3);
+
+/// The `[http]` table of a manifest, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `host`, `host:port`, `host:*`, `*.domain[:port]`, `[v6]:port`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    pub max_response_bytes: Option<SizeOrText>,
+}
+
+/// What a generator may reach, parsed from its manifest once per load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    allow: Vec<Allowed>,
+    pub max_response_bytes: u64,
+}
+
+impl Default for HttpGrant {
+    /// No manifest, no `[http]`: nothing is reachable.
+    fn default() -> Self {
+        HttpGrant {
+            allow: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Allowed {
+    host: HostPattern,
+    port: PortPattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// Lower-cased; IPv6 addresses keep their brackets, as URIs write them.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`: any name below it, not itself.
+    Below(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortPattern {
+    /// No port written: the scheme's own (80 for http, 443 for https).
+    SchemeDefault,
+    Any,
+    Exactly(u16),
+}
+
+impl HttpGrant {
+    /// Parses a manifest's `[http]` table; the error names the entry at fault.
+    pub fn from_section(section: &HttpSection) -> Result<HttpGrant, String> {
+        let allow = section
+            .allow
+            .iter()
+            .map(|entry| parse_allowed(entry).map_err(|e| format!("http.allow {entry:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let max_response_bytes = match &section.max_response_bytes {
+            Some(v) => v
+                .size()
+                .map_err(|e| format!("http.max_response_bytes: {e}"))?,
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+        };
+        Ok(HttpGrant {
+            allow,
+            max_response_bytes,
+        })
+    }
+
+    /// Whether a request to `uri` may go out.
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        let host = authority.host().to_ascii_lowercase();
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        self.allow.iter().any(|a| {
+            let host_ok = match &a.host {
+                HostPattern::Exact(h) => *h == host,
+                HostPattern::Below(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            };
+            let port_ok = match a.port {
+                PortPattern::SchemeDefault => port == default_port,
+                PortPattern::Any => true,
+                PortPattern::Exactly(p) => p == port,
+            };
+            host_ok && port_ok
+        })
+    }
+}
+
+fn parse_allowed(entry: &str) -> Result<Allowed, String> {
+    let entry = entry.trim();
+    if entry.contains("://") || entry.contains('/') {
+        return Err("write a host or host:port, without a scheme or a path".into());
+    }
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address needs its closing ]")?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("expected :port after ]")?),
+        };
+        (format!("[{v6}]"), port)
+    } else {
+        match entry.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (entry.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => PortPattern::SchemeDefault,
+        Some("*") => PortPattern::Any,
+        Some(p) => PortPattern::Exactly(
+            p.parse()
+                .map_err(|_| format!("{p:?} is not a port (1-65535 or *)"))?,
+        ),
+    };
+    let host = host.to_ascii_lowercase();
+    let valid = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    let host = if let Some(domain) = host.strip_prefix("*.") {
+        if !valid(domain) {
+            return Err(format!("{domain:?} is not a host name"));
+        }
+        HostPattern::Below(format!(".{domain}"))
+    } else if host.starts_with('[') || valid(&host) {
+        HostPattern::Exact(host)
+    } else {
+        return Err(format!(
+            "{host:?} is not a host name (a wildcard is only allowed as a leading *.)"
+        ));
+    };
+    Ok(Allowed { host, port })
+}
+
+/// One run's view of its grant: the allow-list, the deadline every wait is cut to,
+/// and the run log that records each request.
+pub struct HttpPolicy {
+    grant: Arc<HttpGrant>,
+    deadline: Instant,
+    log: Arc<Mutex<RunLog>>,
+    /// The first request refused, as `METHOD url`: if the run then fails, this is why.
+    pub denied: Option<String>,
+}
+
+impl HttpPolicy {
+    pub fn new(grant: Arc<HttpGrant>, deadline: Instant, log: Arc<Mutex<RunLog>>) -> Self {
+        HttpPolicy {
+            grant,
+            deadline,
+            log,
+            denied: None,
+        }
+    }
+
+    fn note(log: &Mutex<RunLog>, level: LogLevel, message: String) {
+        if let Ok(mut log) = log.lock() {
+            log.push(level, message);
+        }
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _default_io: IoFuture,
+    ) -> SendFuture {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let log = self.log.clone();
+        if !self.grant.allows(&uri) {
+            let target = uri.authority().map_or("", |a| a.as_str()).to_string();
+            Self::note(
+                &log,
+                LogLevel::Warn,
+                format!(
+                    "http {method} {uri} denied: {target} is not in the [http] allow list of this generator's manifest"
+                ),
+            );
+            self.denied.get_or_insert_with(|| format!("{method} {uri}"));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
+        let cut = |asked: Option<Duration>| Some(asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(left));
+        let options = RequestOptions {
+            connect_timeout: cut(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: cut(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: cut(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        let cap = self.grant.max_response_bytes;
+        Box::new(async move {
+            let started = Instant::now();
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            let elapsed = format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            let (response, io) = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    Self::note(
+                        &log,
+                        LogLevel::Warn,
+                        format!("http {method} {uri} failed after {elapsed}: {e}"),
+                    );
+                    return Err(e);
+                }
+            };
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(len) = declared
+                && len > cap
+            {
+                Self::note(
+                    &log,
+                    LogLevel::Warn,
+                    format!(
+                        "http {method} {uri}: response of {len} bytes refused (max_response_bytes is {cap})"
+                    ),
+                );
+                return Err(HttpError::HttpResponseBodySize(Some(len)));
+            }
+            Self::note(
+                &log,
+                LogLevel::Info,
+                format!(
+                    "http {method} {uri} -> {} in {elapsed}",
+                    response.status().as_u16()
+                ),
+            );
+            let response = response.map(|body| {
+                CappedBody {
+                    inner: body.boxed_unsync(),
+                    seen: 0,
+                    cap,
+                }
+                .boxed_unsync()
+            });
+            Ok((response, Box::new(io) as IoFuture))
+        })
+    }
+}
+
+/// A response body that fails once more than `cap` bytes came through (a chunked
+/// answer, or one whose `Content-Length` was not the truth).
+struct CappedBody {
+    inner: WasiBody,
+    seen: u64,
+    cap: u64,
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            this.seen += data.len() as u64;
+            if this.seen > this.cap {
+                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.seen)))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(allow: &[&str]) -> HttpGrant {
+        HttpGrant::from_section(&HttpSection {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            max_response_bytes: None,
+        })
+        .unwrap()
+    }
+
+    fn allowed(g: &HttpGrant, url: &str) -> bool {
+        g.allows(&url.parse().unwrap())
+    }
+
+    #[test]
+    fn hosts_and_ports_match_as_written() {
+        let g = grant(&[
+            "Inventory.internal",
+            "127.0.0.1:8080",
+            "*.svc.local:*",
+            "[::1]:9000",
+        ]);
+        assert!(allowed(&g, "http://inventory.internal/hosts"));
+        assert!(allowed(&g, "https://INVENTORY.internal/hosts"));
+        assert!(
+            !allowed(&g, "http://inventory.internal:8080/"),
+            "no port = the scheme's own"
+        );
+        assert!(allowed(&g, "http://127.0.0.1:8080/x"));
+        assert!(!allowed(&g, "http://127.0.0.1:8081/x"));
+        assert!(!allowed(&g, "http://127.0.0.1/x"));
+        assert!(allowed(&g, "http://a.b.svc.local:1234/"));
+        assert!(
+            !allowed(&g, "http://svc.local/"),
+            "a wildcard is for names below"
+        );
+        assert!(!allowed(&g, "http://evilsvc.local/"));
+        assert!(allowed(&g, "http://[::1]:9000/"));
+        assert!(!allowed(&g, "http://inventory.internal.evil.com/"));
+    }
+
+    #[test]
+    fn nothing_is_allowed_by_default() {
+        assert!(!allowed(&HttpGrant::default(), "http://127.0.0.1/"));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_with_the_entry_named() {
+        for bad in [
+            "http://x.com",
+            "x.com/path",
+            "x.com:http",
+            "*x.com",
+            "a*.x.com",
+            "[::1",
+            "",
+        ] {
+            let err = HttpGrant::from_section(&HttpSection {
+                allow: vec![bad.to_string()],
+                max_response_bytes: None,
+            })
+            .unwrap_err();
+            assert!(err.contains("http.allow"), "{bad}: {err}");
+        }
+    }
+}
