@@ -286,3 +286,67 @@ fn secrets_reach_the_generator_and_nothing_else() {
         "the error entry exists (and was searched): {keys:?}"
     );
 }
+
+#[test]
+fn python_and_javascript_generators_fetch_from_the_inventory_too() {
+    const TOKEN: &str = "py-js-token-51c2";
+    let (python, javascript) = support::language_components();
+    let api = Inventory::start(Some(TOKEN));
+    let tree = Tree::new();
+    let secret_file = tree.file("_secrets/token", TOKEN);
+    let allowed = format!(
+        "[config]\nurl = \"{}\"\n[http]\nallow = [\"127.0.0.1:{}\"]\n[secrets]\ntoken = {{ file = \"{}\" }}\n",
+        api.url(),
+        api.port,
+        secret_file.display()
+    );
+    let refused = format!(
+        "[config]\nurl = \"{}\"\n[http]\nallow = [\"127.0.0.1:{}\"]\n",
+        api.url(),
+        support::free_port()
+    );
+    for (lang, component) in [("py", python), ("js", javascript)] {
+        tree.copy(&format!("{lang}/inventory.wasm"), component);
+        tree.file(&format!("{lang}/inventory.toml"), &allowed);
+        tree.copy(&format!("{lang}-denied/inventory.wasm"), component);
+        tree.file(&format!("{lang}-denied/inventory.toml"), &refused);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let serve = Httpsd::serve(tree.root(), &["--cache-dir", cache_dir]);
+
+    // The same groups as the Rust example, from the token-protected inventory: the
+    // secret reached both guests, and the inventory saw it.
+    for lang in ["py", "js"] {
+        let got = eventually(240, &format!("the {lang} generator's targets"), || {
+            let r = get(serve.port, &format!("/targets/{lang}")).ok()?;
+            (r.status == 200).then(|| r.json())
+        });
+        assert_eq!(got, expected_groups(), "{lang}");
+        let filtered = targets(serve.port, &format!("/targets/{lang}?dc=ams1&role=db"));
+        assert_eq!(filtered.as_array().unwrap().len(), 2, "{lang}: {filtered}");
+        let err = cached_error(serve.port, &format!("/targets/{lang}-denied"));
+        assert_eq!(err["error_type"], "HttpDeniedError", "{lang}: {err}");
+    }
+    let authorized = api
+        .seen()
+        .iter()
+        .filter(|s| s.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")))
+        .count();
+    assert!(authorized >= 4, "{:?}", api.seen());
+
+    // A second process on the same cache directory loads the tens-of-MB components
+    // from their precompiled artifacts instead of compiling them again.
+    drop(serve);
+    let again = Httpsd::serve(tree.root(), &["--cache-dir", cache_dir]);
+    for lang in ["py", "js"] {
+        let path = format!("/targets/{lang}?dc=fra1");
+        assert_eq!(targets(again.port, &path).as_array().unwrap().len(), 2);
+        let d = get(again.port, &format!("{path}&debug=true"))
+            .unwrap()
+            .json();
+        let run = &d["debug_info"]["last_run"]["generators"][0];
+        assert_eq!(run["origin"], "artifact", "{lang}: {d}");
+        assert!(!d.to_string().contains(TOKEN), "{lang}: {d}");
+    }
+}

@@ -95,6 +95,14 @@ impl Tree {
         dest
     }
 
+    /// Copies the component file `from` to `rel`.
+    pub fn copy(&self, rel: &str, from: &Path) -> PathBuf {
+        let dest = self.path(rel);
+        std::fs::create_dir_all(dest.parent().expect("rel has a parent")).expect("mkdir");
+        std::fs::copy(from, &dest).expect("copy component");
+        dest
+    }
+
     /// Writes a text file (a static generator or a manifest) at `rel`.
     pub fn file(&self, rel: &str, text: &str) -> PathBuf {
         let dest = self.path(rel);
@@ -168,3 +176,63 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 }
 
 pub mod scenario;
+
+/// A build tool for non-Rust generators: `$ENV` when set, else `name` on the PATH.
+/// Missing is a failure, not a skip: `scripts/test` installs both (componentize-py from
+/// PyPI, componentize-js from npm) and exports their paths.
+pub fn tool(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: run ./scripts/test (it installs it) or set {env} to its path")
+    })
+}
+
+/// Builds the Python and JavaScript examples (`generators/python/inventory`,
+/// `generators/javascript/inventory`) once per test binary and returns their
+/// components: (python, javascript).
+pub fn language_components() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = guest_target_dir().join("languages");
+        let wit_http = out.join("wit-http");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).expect("mkdir");
+        run(Command::new(repo().join("scripts/wit-http")).arg(&wit_http));
+        let python = out.join("inventory-py.wasm");
+        run(Command::new(tool("COMPONENTIZE_PY", "componentize-py"))
+            .current_dir(repo().join("generators/python/inventory"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-d")
+            .arg(&wit_http)
+            .args(["-w", "generator-http", "componentize", "app", "-o"])
+            .arg(&python));
+        let javascript = out.join("inventory-js.wasm");
+        run(Command::new(tool("COMPONENTIZE_JS", "componentize-js"))
+            .current_dir(repo().join("generators/javascript/inventory"))
+            .arg("--wit")
+            .arg(repo().join("wit"))
+            .args(["-n", "generator", "-o"])
+            .arg(&javascript)
+            .arg("app.js"));
+        (python, javascript)
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
