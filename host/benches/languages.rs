@@ -23,6 +23,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn ms(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{:.0} µs", d.as_secs_f64() * 1e6)
+    } else if d >= Duration::from_secs(1) {
+        format!("{:.1} s", d.as_secs_f64())
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     }
@@ -83,8 +85,17 @@ async fn measure(wasm: &Path) -> Row {
 }
 
 fn main() {
-    let paths: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
-    assert_eq!(paths.len(), 3, "usage: languages <rust.wasm> <python.wasm> <js.wasm>");
+    // cargo bench adds its own `--bench` flag.
+    let paths: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(
+        paths.len(),
+        3,
+        "usage: languages <rust.wasm> <python.wasm> <js.wasm>"
+    );
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
