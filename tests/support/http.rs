@@ -59,6 +59,24 @@ pub fn request(
         stream,
         "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{content}Connection: close\r\n\r\n{body}"
     )?;
+    read_reply(stream)
+}
+
+/// `GET` with a request target given as raw bytes (not necessarily UTF-8 or valid
+/// HTTP: what a hostile client may send).
+pub fn get_raw(port: u16, target: &[u8]) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = b"GET ".to_vec();
+    head.extend_from_slice(target);
+    head.extend_from_slice(
+        format!(" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    stream.write_all(&head)?;
+    read_reply(stream)
+}
+
+fn read_reply(mut stream: TcpStream) -> std::io::Result<Reply> {
     // Read to the end of the body: by Content-Length when given (some servers keep
     // the connection open despite `Connection: close`), else to EOF.
     let mut raw = Vec::new();

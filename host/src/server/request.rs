@@ -56,9 +56,11 @@ pub fn parse(raw_path: &str, raw_query: Option<&str>) -> Result<TargetQuery, Req
                 .map_err(|e| RequestError::Invalid(format!("invalid query: {e}")))?;
             let v = percent_decode(v, true)
                 .map_err(|e| RequestError::Invalid(format!("invalid query: {e}")))?;
-            if k.chars().any(|c| c == '\0') || v.chars().any(|c| c == '\0') {
+            // NUL, CR, LF and the other control characters have no business in an
+            // inventory parameter, and would end up in job keys, logs and guests.
+            if k.chars().any(char::is_control) || v.chars().any(char::is_control) {
                 return Err(RequestError::Invalid(
-                    "invalid query: contains a NUL byte".into(),
+                    "invalid query: contains a control character (NUL, CR, LF, ...)".into(),
                 ));
             }
             match k.as_str() {
@@ -164,6 +166,8 @@ mod tests {
         assert_eq!(parse("/%2egit", None), Err(RequestError::NotFound));
         assert!(parse("/a", Some("k=%ff")).is_err());
         assert!(parse("/a", Some("k=%00")).is_err());
+        assert!(parse("/a", Some("k=a%0d%0aSet-Cookie:%20x")).is_err());
+        assert!(parse("/a", Some("%09=1")).is_err());
         assert!(parse("/a", Some(&"k=v&".repeat(70))).is_err());
         assert!(parse("/a", Some(&"k".repeat(5000))).is_err());
     }
