@@ -100,7 +100,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         store,
         PathIndex::new(tree, args.tree.tree_refresh),
         Arc::new(Metrics::new()),
-        args.http.config(),
+        args.http.config().map_err(anyhow::Error::msg)?,
     );
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "server");
@@ -176,7 +176,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_attempts: args.pool.max_attempts,
     });
-    let app = App::new(store.clone(), index, metrics, args.http.config());
+    let app = App::new(
+        store.clone(),
+        index,
+        metrics,
+        args.http.config().map_err(anyhow::Error::msg)?,
+    );
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "serve");
 

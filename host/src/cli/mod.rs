@@ -172,18 +172,29 @@ pub struct HttpArgs {
     /// this long, so reload cannot be used to flood the workers. 0 turns it off.
     #[arg(long, env = "HTTPSD_RELOAD_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     pub reload_cooldown: Duration,
+
+    /// A TOML file of credentials (basic users, bearer tokens) for /targets, the admin
+    /// page with debug, reload and /metrics, each separately (see docs/SECURITY.md).
+    /// Without it, everything is open.
+    #[arg(long, env = "HTTPSD_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
 }
 
 impl HttpArgs {
-    pub fn config(&self) -> crate::server::ServerConfig {
-        crate::server::ServerConfig {
+    pub fn config(&self) -> Result<crate::server::ServerConfig, String> {
+        let auth = match &self.auth_file {
+            Some(path) => crate::server::auth::Auth::load(path)?,
+            None => crate::server::auth::Auth::default(),
+        };
+        Ok(crate::server::ServerConfig {
+            auth: std::sync::Arc::new(auth),
             url_prefix: crate::server::normalize_prefix(&self.url_prefix),
             cache_seconds: self.cache_seconds.max(0.0),
             generator_freshness: self.generator_freshness,
             refresh_ahead: self.refresh_ahead.clamp(0.0, 1.0),
             wait_on_miss: self.wait_on_miss,
             reload_cooldown: self.reload_cooldown,
-        }
+        })
     }
 }
 
@@ -478,7 +489,7 @@ mod tests {
         assert_eq!(s.http.cache_seconds, 300.0);
         assert_eq!(s.http.connection_limit, 1000);
         assert_eq!(s.http.threads, 64);
-        assert_eq!(s.http.config().url_prefix, "/sd");
+        assert_eq!(s.http.config().unwrap().url_prefix, "/sd");
         assert_eq!(s.redis.redis_url, "redis://localhost:6379/0");
         assert!(s.http.generator_freshness);
 
@@ -520,7 +531,7 @@ mod tests {
         let Command::Serve(s) = cli.command else {
             panic!("expected serve");
         };
-        assert_eq!(s.http.config().url_prefix, "/x");
+        assert_eq!(s.http.config().unwrap().url_prefix, "/x");
         assert!(!s.http.generator_freshness);
     }
 }

@@ -38,7 +38,11 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#2
 pub async fn page<S: Store>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if let Err(refusal) = app.config.auth.check(super::auth::Area::Admin, &headers) {
+        return *refusal;
+    }
     let filter = q
         .get("filter")
         .map(|s| s.trim().to_string())

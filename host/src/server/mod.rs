@@ -6,10 +6,12 @@
 //!   freshness extras (generator-aware freshness, refresh-ahead, wait on miss).
 //! - [`debug`]: the `?debug=true` answers.
 //! - [`admin`]: the admin page at `/`.
+//! - [`auth`]: optional basic and bearer authentication, per area.
 //! - [`listener`]: the connection limit.
 //! - [`prepared`]: a memo of recently requested URLs for the hit path.
 
 pub mod admin;
+pub mod auth;
 pub mod debug;
 pub mod listener;
 pub mod prepared;
@@ -43,6 +45,8 @@ pub struct ServerConfig {
     pub wait_on_miss: Duration,
     /// How long after a reload of a path further reloads of it are refused.
     pub reload_cooldown: Duration,
+    /// Who may use what (`--auth-file`); open by default.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             refresh_ahead: 0.75,
             wait_on_miss: Duration::ZERO,
             reload_cooldown: Duration::from_secs(10),
+            auth: Arc::default(),
         }
     }
 }
@@ -161,7 +166,13 @@ async fn readyz<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
     }
 }
 
-async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
+async fn metrics<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(refusal) = app.config.auth.check(auth::Area::Metrics, &headers) {
+        return *refusal;
+    }
     metrics_response(&*app.store, &app.metrics).await
 }
 

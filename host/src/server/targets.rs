@@ -12,6 +12,7 @@
 //! `--refresh-ahead` of its life is served while a refresh is enqueued (so a polled
 //! path never expires); a miss may wait `--wait-on-miss` for the worker.
 
+use super::auth::Area;
 use super::prepared::Prepared;
 use super::request::{self, RequestError};
 use super::{App, json, json_error};
@@ -20,7 +21,7 @@ use crate::store::{CoolingDown, NewJob, Store};
 use crate::targets::TreeError;
 use crate::wire::{EntryView, TargetRequest};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -34,12 +35,22 @@ const MIN_FRESHNESS_AGE: f64 = 5.0;
 /// Seconds Prometheus (or a person) is told to wait after a 503.
 const RETRY_AFTER: &str = "5";
 
-pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, uri: Uri) -> Response {
+pub async fn handle<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
     let url = uri.path_and_query().map_or("", |pq| pq.as_str());
     let prepared = match app.prepared.get(url, &app.index) {
-        Some(p) => p,
-        None => match prepare(&app, &uri).await {
+        // The memo holds only plain answers (never debug or reload).
+        Some(p) => {
+            if let Err(refusal) = app.config.auth.check(Area::Targets, &headers) {
+                return *refusal;
+            }
+            p
+        }
+        None => match prepare(&app, &uri, &headers).await {
             Ok(p) => {
                 app.prepared.insert(url, p.clone());
                 p
@@ -55,12 +66,25 @@ pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, uri: Uri) -> Respo
 
 /// Decodes the URL and finds its generators. Debug and reload requests, and every
 /// refusal, are answered here (`Err`); a normal request becomes a [`Prepared`].
-async fn prepare<S: Store>(app: &Arc<App<S>>, uri: &Uri) -> Result<Arc<Prepared>, Response> {
+async fn prepare<S: Store>(
+    app: &Arc<App<S>>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Arc<Prepared>, Response> {
     let raw_path = uri
         .path()
         .strip_prefix(app.targets_route.as_str())
         .unwrap_or("");
-    let query = match request::parse(raw_path, uri.query()) {
+    let query = request::parse(raw_path, uri.query());
+    // Who may ask is settled before anything else: a refused client learns nothing,
+    // not even whether its URL was well-formed.
+    let area = match &query {
+        Ok(q) if q.reload => Area::Reload,
+        Ok(q) if q.debug => Area::Admin,
+        _ => Area::Targets,
+    };
+    app.config.auth.check(area, headers).map_err(|r| *r)?;
+    let query = match query {
         Ok(q) => q,
         Err(RequestError::Invalid(msg)) => {
             app.metrics
