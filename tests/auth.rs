@@ -1,5 +1,6 @@
-//! Optional authentication, with real clients: curl with `-u` and a bearer header, and
-//! a real Prometheus whose `http_sd_configs` carry `basic_auth` or `authorization`.
+//! Optional authentication and TLS, with real clients: curl with `-u`, a bearer header
+//! and `--cacert`, and a real Prometheus whose `http_sd_configs` carry `basic_auth`,
+//! `authorization` or `tls_config`.
 
 mod support;
 
@@ -155,4 +156,99 @@ fn prometheus_discovers_targets_with_basic_auth_and_with_a_bearer_token() {
         prometheus.logs().contains("401").then_some(())
     });
     assert!(prometheus.active_targets("wrong").is_empty());
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem).
+fn certificate(dir: &std::path::Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn https_with_auth_for_curl_and_for_prometheus() {
+    let tree = Tree::new();
+    tree.wasm("nodes/static-nodes.wasm", "static-nodes");
+    let auth = tree.file("_auth.toml", AUTH);
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path());
+    let port = support::free_port();
+    let port_s = port.to_string();
+    let _serve = Httpsd::start_on(
+        port,
+        &[
+            "serve",
+            tree.root().to_str().unwrap(),
+            "--port",
+            &port_s,
+            "--auth-file",
+            auth.to_str().unwrap(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--wait-on-miss",
+            "20s",
+        ],
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    eventually(30, "httpsd to answer over TLS", || {
+        (curl(&["--cacert", &cert], &format!("{base}/healthz")).0 == 200).then_some(())
+    });
+    // A client that opens a connection and never says a word does not hold up others:
+    // handshakes run off the accept loop.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+    let targets = format!("{base}/targets/nodes");
+    let (status, body) = curl(
+        &["--cacert", &cert, "-u", "prometheus:sd-pass-77"],
+        &targets,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("10.1.1.11:9100"), "{body}");
+    assert_eq!(curl(&["--cacert", &cert], &targets).0, 401);
+    // Without trusting the certificate, curl refuses; plain HTTP gets no answer.
+    assert_eq!(curl(&["-u", "prometheus:sd-pass-77"], &targets).0, 0);
+    let plain = format!("http://127.0.0.1:{port}/targets/nodes");
+    assert_ne!(curl(&["-u", "prometheus:sd-pass-77"], &plain).0, 200);
+
+    let prometheus = Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1h\n\
+         scrape_configs:\n\
+         \x20 - job_name: tls\n    http_sd_configs:\n\
+         \x20     - url: '{targets}'\n\
+         \x20       refresh_interval: 1s\n\
+         \x20       basic_auth: {{username: prometheus, password: sd-pass-77}}\n\
+         \x20       tls_config: {{ca_file: '{cert}'}}\n"
+    ));
+    let found = eventually(60, "Prometheus's tls pool", || {
+        let t = prometheus.active_targets("tls");
+        (t.len() == 9).then_some(t)
+    });
+    assert!(
+        found
+            .iter()
+            .any(|t| t["discoveredLabels"]["__address__"] == "10.2.1.14:9100"),
+        "{found:?}"
+    );
 }

@@ -102,11 +102,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Arc::new(Metrics::new()),
         args.http.config().map_err(anyhow::Error::msg)?,
     );
+    let tls = args.http.tls().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.http.host, args.http.port).await?;
-    announce(&listener, &app.config.url_prefix, "server");
+    announce(&listener, &app.config.url_prefix, "server", tls.is_some());
     server::serve(
         listener,
         args.http.connection_limit,
+        tls,
         server::router(app),
         shutdown_signal(),
     )
@@ -182,8 +184,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         args.http.config().map_err(anyhow::Error::msg)?,
     );
+    let tls = args.http.tls().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.http.host, args.http.port).await?;
-    announce(&listener, &app.config.url_prefix, "serve");
+    announce(&listener, &app.config.url_prefix, "serve", tls.is_some());
 
     let (stop, stopped) = watch::channel(false);
     let pool = tokio::spawn(worker::run_pool(
@@ -195,6 +198,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(
         listener,
         args.http.connection_limit,
+        tls,
         server::router(app),
         async move {
             shutdown_signal().await;
@@ -206,10 +210,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str) {
+fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str, tls: bool) {
+    let scheme = if tls { "https" } else { "http" };
     match listener.local_addr() {
         Ok(addr) => tracing::info!(
-            "httpsd {what} listening on http://{addr}{prefix}/ (targets at http://{addr}{prefix}/targets/<path>)"
+            "httpsd {what} listening on {scheme}://{addr}{prefix}/ (targets at {scheme}://{addr}{prefix}/targets/<path>)"
         ),
         Err(e) => tracing::warn!("cannot read the listening address: {e}"),
     }

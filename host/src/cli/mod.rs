@@ -178,6 +178,24 @@ pub struct HttpArgs {
     /// Without it, everything is open.
     #[arg(long, env = "HTTPSD_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "HTTPSD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "HTTPSD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    /// The TLS acceptor when --tls-cert and --tls-key are given.
+    pub fn tls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::server::tls::acceptor(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl HttpArgs {

@@ -8,6 +8,7 @@
 //! - [`admin`]: the admin page at `/`.
 //! - [`auth`]: optional basic and bearer authentication, per area.
 //! - [`listener`]: the connection limit.
+//! - [`tls`]: HTTPS from PEM files, handshakes off the accept loop.
 //! - [`prepared`]: a memo of recently requested URLs for the hit path.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod prepared;
 pub mod request;
 pub mod targets;
+pub mod tls;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -209,13 +211,23 @@ pub async fn metrics_response<S: Store>(store: &S, metrics: &Metrics) -> Respons
 pub async fn serve(
     listener: tokio::net::TcpListener,
     connection_limit: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener::LimitedListener::new(listener, connection_limit);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor)?, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 #[cfg(test)]
