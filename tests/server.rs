@@ -64,19 +64,69 @@ fn server_and_worker_ride_out_a_redis_restart() {
     });
     assert_eq!(get(server.port, "/readyz").unwrap().status, 200);
 
+    // Load throughout: 4 clients polling the path, recording each answer's status and
+    // time (the figures go to docs/FAULTS.md; only the statuses are asserted).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    let status = get(port, "/targets/nodes").map_or(0, |r| r.status);
+                    seen.push((std::time::Instant::now(), status, t.elapsed()));
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
     redis.stop();
+    let down = std::time::Instant::now();
     // During the outage: quick JSON 503s, not hangs, and readiness says so.
     let r = get(server.port, "/targets/nodes").unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"], "store unavailable");
     assert_eq!(get(server.port, "/readyz").unwrap().status, 503);
+    std::thread::sleep(std::time::Duration::from_secs(2));
 
     // Redis comes back empty (it keeps nothing on disk); neither process restarts.
     redis.restart();
+    let up = std::time::Instant::now();
     eventually(60, "a 200 after Redis returned", || {
         let r = get(server.port, "/targets/nodes").ok()?;
         (r.status == 200).then_some(())
     });
+    let back = up.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        seen.iter().all(|(_, s, _)| [200, 503].contains(s)),
+        "every answer during the outage was a 200 or a JSON 503"
+    );
+    let mut outage: Vec<_> = seen
+        .iter()
+        .filter(|(at, _, _)| *at > down && *at < up)
+        .map(|(_, _, took)| *took)
+        .collect();
+    outage.sort();
+    assert!(!outage.is_empty());
+    eprintln!(
+        "OUTAGE: {} answers under load while Redis was down ({:.1} s), all 503; p50 {:.1} ms, max {:.1} ms; \
+         first 200 {:.2} s after Redis returned (empty), no restart of server or worker; {} answers in all",
+        outage.len(),
+        (up - down).as_secs_f64(),
+        outage[outage.len() / 2].as_secs_f64() * 1e3,
+        outage[outage.len() - 1].as_secs_f64() * 1e3,
+        back.as_secs_f64(),
+        seen.len()
+    );
     assert_eq!(get(server.port, "/readyz").unwrap().status, 200);
     assert!(
         worker.logs().contains("cannot take jobs"),
