@@ -118,3 +118,157 @@ fn sigkill_of_random_workers_during_1000_jobs_loses_none() {
     );
     assert!(kills > 0);
 }
+
+/// (path, fixture crate, manifest, query, expected error_type)
+const EVIL: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "spin",
+        "fixture-infinite-loop",
+        "[limits]\nfuel = 50000000\n",
+        "",
+        "TimeoutError",
+    ),
+    (
+        "spin-wall",
+        "fixture-infinite-loop",
+        "[limits]\nfuel = 1000000000000\ntimeout = \"1s\"\n",
+        "",
+        "TimeoutError",
+    ),
+    (
+        "sleep",
+        "fixture-sleep-loop",
+        "[limits]\ntimeout = \"1s\"\n",
+        "",
+        "TimeoutError",
+    ),
+    (
+        "bomb",
+        "fixture-memory-bomb",
+        "[limits]\nmemory = \"32MiB\"\n",
+        "",
+        "MemoryError",
+    ),
+    ("deep", "fixture-stack-overflow", "", "", "Trap"),
+    ("panic", "fixture-panic", "", "", "Trap"),
+    ("huge", "fixture-huge-output", "", "", "InvalidOutput"),
+    ("labels", "fixture-invalid-labels", "", "", "InvalidOutput"),
+    (
+        "file",
+        "fixture-read-host-file",
+        "",
+        "?path=/etc/passwd",
+        "GeneratorError",
+    ),
+    ("env", "fixture-read-env", "", "", "GeneratorError"),
+];
+
+/// Pushes `n` jobs for `/targets/healthy?round=..&i=..` and returns how long until
+/// every one is written.
+fn healthy_round(redis: &RedisServer, round: &str, n: usize) -> Duration {
+    let mut conn = redis.connection().unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let full_path = format!("/targets/healthy?round={round}&i={i}");
+        let job = serde_json::json!({
+            "full_path": full_path,
+            "path": "healthy",
+            "extra_args": {"round": round, "i": i.to_string()},
+            "job_id": format!("{full_path}:0"),
+        });
+        pipe.cmd("LPUSH")
+            .arg("target_generation_queue")
+            .arg(job.to_string());
+    }
+    let started = Instant::now();
+    let _: () = pipe.query(&mut conn).unwrap();
+    let pattern = format!("/targets/healthy?round={round}&*");
+    eventually(240, &format!("the {round} round of healthy jobs"), || {
+        let keys: Vec<String> = redis.cmd(&["KEYS", &pattern]);
+        (keys.len() == n).then_some(())
+    });
+    started.elapsed()
+}
+
+#[test]
+fn every_hostile_generator_ends_typed_through_the_worker_and_healthy_paths_keep_flowing() {
+    let redis = RedisServer::start();
+    let tree = Tree::new();
+    tree.wasm("healthy/static-nodes.wasm", "static-nodes");
+    for (path, fixture, manifest, _, _) in EVIL {
+        tree.wasm(&format!("evil/{path}/x.wasm"), fixture);
+        if !manifest.is_empty() {
+            tree.file(&format!("evil/{path}/x.toml"), manifest);
+        }
+    }
+    let server = Httpsd::server(tree.root(), &redis.url(), &[]);
+    let _worker = Httpsd::worker(tree.root(), &redis.url(), &[]);
+
+    // Each one, through the server and the worker, ends as its typed error with a
+    // traceback, cached; the path answers 503, never partial targets.
+    for (path, _, _, query, expected) in EVIL {
+        let url = format!("/targets/evil/{path}{query}");
+        let err = eventually(120, &format!("the error of {url}"), || {
+            let _ = support::get(server.port, &url);
+            let sep = if query.is_empty() { '?' } else { '&' };
+            let d = support::get(server.port, &format!("{url}{sep}debug=true"))
+                .ok()?
+                .json();
+            let e = &d["debug_info"]["error_details"];
+            e.is_object().then(|| e.clone())
+        });
+        assert_eq!(err["error_type"], *expected, "{url}: {err}");
+        assert!(
+            err["traceback"]
+                .as_str()
+                .unwrap()
+                .starts_with("Traceback (most recent call last):"),
+            "{url}: {err}"
+        );
+        assert_eq!(support::get(server.port, &url).unwrap().status, 503);
+    }
+
+    // Healthy jobs without and then during an attack: a client polling every hostile
+    // path in a loop (each poll of a path with only an error runs it again) and trying
+    // to reload each (the default 10 s cooldown refuses most).
+    let warm = healthy_round(&redis, "warm", 100);
+    let calm = healthy_round(&redis, "calm", 400);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reloads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (path, _, _, query, _) in EVIL {
+                    // A plain poll (a miss: the path only has an error, so it is run
+                    // again) and a reload (refused while the path's cooldown lasts).
+                    let _ = support::get(port, &format!("/targets/evil/{path}{query}"));
+                    let sep = if query.is_empty() { '?' } else { '&' };
+                    let url = format!("/targets/evil/{path}{query}{sep}reload=true");
+                    if support::get(port, &url).is_ok_and(|r| r.status == 200) {
+                        reloads += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            reloads
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let attacked = healthy_round(&redis, "attacked", 400);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reloads = attacker.join().unwrap();
+    assert!(reloads > 0);
+    let rate = |d: Duration| 400.0 / d.as_secs_f64();
+    eprintln!(
+        "HOSTILE: {} hostile generators through server+worker, each a cached typed error with a traceback; \
+         healthy jobs/s (400 jobs, one worker, defaults): {:.0} without the attack, {:.0} during it \
+         ({:.2}x; {reloads} hostile reloads accepted meanwhile; warm-up round {:.1} s)",
+        EVIL.len(),
+        rate(calm),
+        rate(attacked),
+        rate(attacked) / rate(calm),
+        warm.as_secs_f64()
+    );
+}

@@ -56,7 +56,11 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     };
 
     // Dedupe: one queued-or-running job per full_path; other paths are independent.
-    let s = make(Retention::default());
+    let retry = Duration::from_millis(300);
+    let s = make(Retention {
+        retry,
+        ..Retention::default()
+    });
     let a = job("a", 1);
     assert!(s.enqueue(&a).await.unwrap());
     assert!(
@@ -110,7 +114,15 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
             .unwrap()
             .contains("boom")
     );
+    // Right after a failure, polls do not run the path again; after the retry time
+    // they do (a reload would at once).
     let a3 = job("a", 3);
+    assert!(
+        !s.enqueue(&a3).await.unwrap(),
+        "a path that just failed waits"
+    );
+    assert_eq!(s.queue_lengths().await.unwrap().0, 0, "nothing was queued");
+    tokio::time::sleep(retry + Duration::from_millis(100)).await;
     assert!(s.enqueue(&a3).await.unwrap());
     let t = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
     s.finish(&[finished(&a3, &t, entry("y"))]).await.unwrap();
@@ -118,7 +130,8 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     assert!(view.error.is_none(), "success removes the error");
 
     // Reload: clears both, enqueues; a second reload while queued does not; a reload
-    // while running does (the running job predates it).
+    // while running marks the running job to run again when it ends (its result
+    // predates the reload), so the path never has two runs at once.
     let a4 = job("a", 4);
     let t_b = b_and_a2.iter().find(|t| t.raw != a2.raw).unwrap();
     s.finish(&[finished(&job("b", 1), t_b, error("b"))])
@@ -144,9 +157,25 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         .await
         .unwrap()
         .unwrap();
-    assert!(r.enqueued, "a reload while running enqueues");
-    // The older job finishing does not clear the newer job's marker.
+    assert!(r.enqueued, "a reload while running schedules a run");
+    assert_eq!(
+        s.queue_lengths().await.unwrap(),
+        (0, 1),
+        "no second job beside the running one"
+    );
+    // Reloading again and again while it runs still adds nothing.
+    for n in 7..10 {
+        s.reload(&job("a", n), Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(s.queue_lengths().await.unwrap(), (0, 1));
+    // The running job ends: its pre-reload result is not written, and it is queued
+    // again, once.
     s.finish(&[finished(&a4, &t, entry("z"))]).await.unwrap();
+    assert!(s.get_entry(&a.full_path).await.unwrap().is_none());
+    assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
     assert_eq!(
         s.debug_view(&a.full_path)
             .await
@@ -155,6 +184,14 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
             .map(|j| j.state),
         Some(JobState::Queued)
     );
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, a4.raw, "the same job, run again");
+    s.finish(&[finished(&a4, &t, entry("z2"))]).await.unwrap();
+    assert!(s.get_entry(&a.full_path).await.unwrap().is_some());
+    assert!(s.debug_view(&a.full_path).await.unwrap().job.is_none());
+    // A fresh job for the path later on.
+    let a10 = job("a", 10);
+    assert!(s.enqueue(&a10).await.unwrap());
     let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
     let r = s
         .reload(&job("b", 2), Duration::ZERO)

@@ -96,6 +96,13 @@ pub struct Runtime {
     _ticker: engine::EpochTicker,
 }
 
+/// A running guest hands its thread back to the scheduler after this much fuel (a few
+/// milliseconds of CPU), so a CPU-bound generator shares the cores with every other
+/// job instead of holding a worker thread until it ends. Without it, ten generators
+/// spinning into their limits on a 2-core worker cut the healthy paths' throughput to
+/// a trickle (tests/faults.rs).
+const YIELD_EVERY_FUEL: u64 = 5_000_000;
+
 /// Extra wall-clock time before the last-resort timeout drops a run that the epoch
 /// deadline did not stop (a host call that ignores the deadline).
 const HARD_TIMEOUT_GRACE: Duration = Duration::from_millis(500);
@@ -248,7 +255,9 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         if self.consume_fuel
-            && let Err(e) = store.set_fuel(limits.fuel)
+            && let Err(e) = store
+                .set_fuel(limits.fuel)
+                .and_then(|()| store.fuel_async_yield_interval(Some(YIELD_EVERY_FUEL)))
         {
             stats.duration = started.elapsed();
             let err = GenError::host(ErrorKind::Trap, path, format!("cannot set fuel: {e}"));

@@ -20,12 +20,17 @@ struct Marker {
     worker_id: String,
     since: f64,
     expires: Instant,
+    /// The path was reloaded while this job ran: its result predates the reload, so it
+    /// is not written and the job runs again (at most one run per path at a time).
+    rerun: bool,
 }
 
 #[derive(Default)]
 struct State {
     /// Cache entries, errors and run reports by their Redis key names.
     kv: HashMap<String, (Bytes, Instant)>,
+    /// Paths whose last run failed, until when polls do not run them again.
+    retry: HashMap<String, Instant>,
     queue: VecDeque<String>,
     processing: VecDeque<String>,
     markers: HashMap<String, Marker>,
@@ -97,6 +102,7 @@ impl State {
                 worker_id: String::new(),
                 since: now_unix(),
                 expires: Instant::now() + marker_ttl,
+                rerun: false,
             },
         );
     }
@@ -107,6 +113,10 @@ impl State {
         self.markers
             .get_mut(&full_path)
             .filter(|m| m.lease_id == id)
+    }
+
+    fn processing_contains(&self, raw: &str) -> bool {
+        self.processing.iter().any(|r| r == raw)
     }
 
     fn remove_processing(&mut self, raw: &str) -> bool {
@@ -176,6 +186,7 @@ impl MemoryStore {
                     worker_id: String::new(),
                     since: 0.0,
                     expires: Instant::now(),
+                    rerun: false,
                 });
                 if marker.lease_id == id || marker.expires <= Instant::now() {
                     marker.state = JobState::Running;
@@ -228,9 +239,12 @@ impl Store for MemoryStore {
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
         {
             let mut s = self.lock();
-            if s.marker(&job.full_path).is_some() {
+            let now = Instant::now();
+            let failed_recently = s.retry.get(&job.full_path).is_some_and(|t| *t > now);
+            if failed_recently || s.marker(&job.full_path).is_some() {
                 return Ok(false);
             }
+            s.retry.remove(&job.full_path);
             s.push(job, self.retention.marker);
         }
         self.pushed.notify_one();
@@ -253,18 +267,22 @@ impl Store for MemoryStore {
             }
             let cache_cleared = s.remove(&job.full_path);
             let error_cache_cleared = s.remove(&crate::wire::error_key(&job.full_path));
-            let queued = s
-                .marker(&job.full_path)
-                .filter(|m| m.state == JobState::Queued)
-                .map(|m| m.raw.clone());
-            let still_queued = queued.is_some_and(|raw| s.queue.contains(&raw));
-            if !still_queued {
-                s.push(job, self.retention.marker);
+            s.retry.remove(&job.full_path);
+            let current = s.marker(&job.full_path).map(|m| (m.state, m.raw.clone()));
+            let mut enqueued = true;
+            match current {
+                Some((JobState::Queued, raw)) if s.queue.contains(&raw) => enqueued = false,
+                Some((JobState::Running, raw)) if s.processing_contains(&raw) => {
+                    if let Some(m) = s.markers.get_mut(&job.full_path) {
+                        m.rerun = true;
+                    }
+                }
+                _ => s.push(job, self.retention.marker),
             }
             ReloadOutcome {
                 cache_cleared,
                 error_cache_cleared,
-                enqueued: !still_queued,
+                enqueued,
             }
         };
         if outcome.enqueued {
@@ -309,48 +327,70 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, done: &[Finished]) -> StoreResult<()> {
-        let mut s = self.lock();
-        let now = Instant::now();
-        for f in done {
-            s.remove_processing(&f.taken.raw);
-            s.leases.remove(&f.taken.lease_id);
-            s.attempts.remove(&f.taken.lease_id);
-            let error_key = crate::wire::error_key(&f.full_path);
-            match &f.outcome {
-                Outcome::Discard => continue,
-                Outcome::Entry(entry) => {
-                    s.kv.insert(
-                        f.full_path.clone(),
-                        (Bytes::from(entry.clone()), now + self.retention.cache),
-                    );
-                    s.kv.remove(&error_key);
+        let mut repushed = false;
+        {
+            let mut s = self.lock();
+            let now = Instant::now();
+            for f in done {
+                s.remove_processing(&f.taken.raw);
+                s.leases.remove(&f.taken.lease_id);
+                s.attempts.remove(&f.taken.lease_id);
+                let rerun = s
+                    .markers
+                    .get(&f.full_path)
+                    .filter(|m| m.lease_id == f.taken.lease_id)
+                    .is_some_and(|m| m.rerun);
+                if rerun {
+                    let job = NewJob {
+                        full_path: f.full_path.clone(),
+                        raw: f.taken.raw.clone(),
+                    };
+                    s.push(&job, self.retention.marker);
+                    repushed = true;
+                    continue;
                 }
-                Outcome::Error(error) => {
-                    s.kv.insert(
-                        error_key,
-                        (Bytes::from(error.clone()), now + self.retention.error),
-                    );
+                let error_key = crate::wire::error_key(&f.full_path);
+                match &f.outcome {
+                    Outcome::Discard => continue,
+                    Outcome::Entry(entry) => {
+                        s.kv.insert(
+                            f.full_path.clone(),
+                            (Bytes::from(entry.clone()), now + self.retention.cache),
+                        );
+                        s.kv.remove(&error_key);
+                    }
+                    Outcome::Error(error) => {
+                        s.kv.insert(
+                            error_key,
+                            (Bytes::from(error.clone()), now + self.retention.error),
+                        );
+                        s.retry
+                            .insert(f.full_path.clone(), now + self.retention.retry);
+                    }
+                }
+                s.kv.insert(
+                    crate::wire::run_key(&f.full_path),
+                    (Bytes::from(f.run.clone()), now + self.retention.cache),
+                );
+                if !f.summary.is_empty() {
+                    let (runs, expires) = s
+                        .history
+                        .entry(f.full_path.clone())
+                        .or_insert_with(|| (VecDeque::new(), now));
+                    runs.push_front(Bytes::from(f.summary.clone()));
+                    runs.truncate(crate::wire::HISTORY_LEN);
+                    *expires = now + self.retention.cache;
+                }
+                if s.markers
+                    .get(&f.full_path)
+                    .is_some_and(|m| m.lease_id == f.taken.lease_id)
+                {
+                    s.markers.remove(&f.full_path);
                 }
             }
-            s.kv.insert(
-                crate::wire::run_key(&f.full_path),
-                (Bytes::from(f.run.clone()), now + self.retention.cache),
-            );
-            if !f.summary.is_empty() {
-                let (runs, expires) = s
-                    .history
-                    .entry(f.full_path.clone())
-                    .or_insert_with(|| (VecDeque::new(), now));
-                runs.push_front(Bytes::from(f.summary.clone()));
-                runs.truncate(crate::wire::HISTORY_LEN);
-                *expires = now + self.retention.cache;
-            }
-            if s.markers
-                .get(&f.full_path)
-                .is_some_and(|m| m.lease_id == f.taken.lease_id)
-            {
-                s.markers.remove(&f.full_path);
-            }
+        }
+        if repushed {
+            self.pushed.notify_one();
         }
         Ok(())
     }

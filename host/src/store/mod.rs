@@ -55,6 +55,11 @@ pub struct Retention {
     /// A dedupe marker left behind by a job nobody finishes (a worker of another tool
     /// that does not know about markers, or an operator who emptied the queue).
     pub marker: Duration,
+    /// After a failed run, a poll of the path does not run it again for this long (a
+    /// reload does). A broken path polled in a tight loop then costs one run per this,
+    /// not one per poll: without it, ten broken generators polled by one client cut a
+    /// 2-core worker's healthy throughput to a twentieth (tests/faults.rs).
+    pub retry: Duration,
 }
 
 impl Default for Retention {
@@ -64,6 +69,7 @@ impl Default for Retention {
             error: crate::wire::ERROR_TTL,
             lease: Duration::from_secs(30),
             marker: Duration::from_secs(600),
+            retry: Duration::from_secs(5),
         }
     }
 }

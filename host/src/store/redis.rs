@@ -446,6 +446,7 @@ impl Store for RedisStore {
         cooldown: Duration,
     ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
         let mut invocation = self.push_invocation(&self.scripts.reload, job);
+        invocation.key(PROCESSING);
         // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
         invocation.arg(cooldown.as_millis().min(u64::MAX as u128) as u64);
         let answer: Vec<i64> = on_conn!(self, |c| invocation.invoke_async(c).await)?;
@@ -522,9 +523,13 @@ impl Store for RedisStore {
         }
         let mut invocation = self.scripts.finish.key(PROCESSING);
         invocation
+            .key(QUEUE)
             .arg(ms(self.retention.cache))
             .arg(ms(self.retention.error))
-            .arg(wire::HISTORY_LEN);
+            .arg(wire::HISTORY_LEN)
+            .arg(now_unix())
+            .arg(ms(self.retention.marker))
+            .arg(ms(self.retention.retry));
         for f in done {
             let (kind, payload) = match &f.outcome {
                 Outcome::Entry(entry) => ("1", entry.as_slice()),

@@ -2,10 +2,11 @@
 //! results back, plus the lease heartbeat and the reaper.
 //!
 //! Each loop takes up to `batch` jobs at once (one round trip when the queue is busy)
-//! and runs them concurrently; each result goes to the process's [`super::finisher`]
-//! as soon as its job is done. A loop only blocks on the queue when it is empty, and
-//! keeps up to `depth` batches going at once: while one batch runs, the next is taken,
-//! so neither the cores nor Redis wait on the other's round trips. A store
+//! and runs each as a task of its own; each result goes to the process's
+//! [`super::finisher`] as soon as its job is done. A loop only blocks on the queue when
+//! it is empty, and keeps up to `depth` × `batch` jobs going, one slot per job: while
+//! some run, more are taken, so neither the cores nor Redis wait on the other's round
+//! trips, and a slow job holds only its own slot. A store
 //! outage is waited out with a capped backoff, never a crash. On shutdown the loops
 //! stop taking, running jobs get `drain_timeout` to finish, and whatever is still
 //! running then is handed back to the queue for another worker.
@@ -14,8 +15,6 @@ use super::finisher::Done;
 use super::job::{JobContext, run_job};
 use super::reaper;
 use crate::store::{Store, Taken};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +26,8 @@ pub struct WorkerConfig {
     pub worker_ids: Vec<String>,
     /// Jobs one loop takes and runs at once.
     pub batch: usize,
-    /// Batches one loop keeps going at once (taking, running, writing back).
+    /// Batches' worth of jobs one loop keeps going at once: `depth` × `batch` slots,
+    /// one per running job.
     pub depth: usize,
     /// How long one blocking read of an empty queue waits (also how quickly a loop
     /// notices shutdown).
@@ -179,15 +179,26 @@ async fn worker_loop<S: Store>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new();
-    let depth = Arc::new(tokio::sync::Semaphore::new(config.depth.max(1)));
-    let mut batches = tokio::task::JoinSet::new();
+    let batch = config.batch.max(1);
+    // One slot per job, `depth` batches' worth: a slow job holds only its own slot, so
+    // a generator that runs into its timeout cannot hold back the jobs taken with it.
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.depth.max(1) * batch));
+    let mut jobs = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
-        // A slot first, so no job is taken that cannot start at once.
-        let Ok(slot) = depth.clone().acquire_owned().await else {
+        // A slot first, so no job is taken that cannot start at once; then as many
+        // more as are free, up to a batch.
+        let Ok(first) = slots.clone().acquire_owned().await else {
             break;
         };
-        while batches.try_join_next().is_some() {}
-        let taken = match store.take(&id, config.batch, config.poll).await {
+        let mut held = vec![first];
+        while held.len() < batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        while jobs.try_join_next().is_some() {}
+        let taken = match store.take(&id, held.len(), config.poll).await {
             Ok(t) => {
                 backoff.reset();
                 t
@@ -199,28 +210,25 @@ async fn worker_loop<S: Store>(
                 continue;
             }
         };
-        if taken.is_empty() {
-            continue;
-        }
         lock(&in_flight).extend(taken.iter().map(|t| (t.lease_id.clone(), t.clone())));
-        let (ctx, id, done) = (ctx.clone(), id.clone(), done.clone());
-        batches.spawn(async move {
-            let mut running: FuturesUnordered<_> =
-                taken.into_iter().map(|t| run_job(&ctx, &id, t)).collect();
-            while let Some(finished) = running.next().await {
+        // Slots not needed (fewer jobs than asked for) are freed here.
+        for (t, slot) in taken.into_iter().zip(held) {
+            let (ctx, id, done) = (ctx.clone(), id.clone(), done.clone());
+            jobs.spawn(async move {
+                let finished = run_job(&ctx, &id, t).await;
                 // The finisher outlives the loops; if it is gone, the pool is being
                 // torn down and the drain hands these jobs back.
                 let _ = done.send(Done {
-                    worker_id: id.clone(),
+                    worker_id: id,
                     finished,
                 });
-            }
-            drop(slot);
-        });
+                drop(slot);
+            });
+        }
     }
-    // Shutdown: the batches under way finish (the pool's drain timeout bounds this;
+    // Shutdown: the jobs under way finish (the pool's drain timeout bounds this;
     // dropping the set on abort stops them, and their jobs are handed back).
-    while batches.join_next().await.is_some() {}
+    while jobs.join_next().await.is_some() {}
 }
 
 async fn heartbeat<S: Store>(

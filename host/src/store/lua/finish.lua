@@ -1,22 +1,36 @@
--- KEYS: processing. ARGV: cache_ttl_ms, error_ttl_ms, history_len, then per finished
--- job seven values: job, id, full_path, kind (1 entry | 0 error | x discard), entry or
--- error, run report, history summary.
+-- KEYS: processing, queue. ARGV: cache_ttl_ms, error_ttl_ms, history_len, now,
+-- marker_ttl_ms, retry_ms, then per finished job seven values: job, id, full_path, kind (1 entry
+-- | 0 error | x discard), entry or error, run report, history summary.
 -- For each job: writes the result (and drops the old error) or the error (keeping the
 -- last good entry), records the run, drops the job from processing, and clears the
--- path's marker if it is this job's. One script for a whole batch: one round trip,
--- one script call. Commands per job are counted: they are most of Redis's work per job.
+-- path's marker if it is this job's. A job its path was reloaded during (marker field
+-- rerun, reload.lua) writes no result (it predates the reload) and is queued again.
+-- One script for a whole batch: one round trip, one script call. Commands per job are
+-- counted: they are most of Redis's work per job.
 local cache_ttl, error_ttl, history_len = ARGV[1], ARGV[2], tonumber(ARGV[3])
-for i = 4, #ARGV, 7 do
+local now, marker_ttl, retry = ARGV[4], ARGV[5], ARGV[6]
+for i = 7, #ARGV, 7 do
   local raw, id, fp, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   -- From the tail: jobs are moved in at the head, so the oldest (usually the one
   -- finishing) is near the tail and the scan is short.
   redis.call('LREM', KEYS[1], -1, raw)
-  if kind == '1' then
+  local marker = marker_key(fp)
+  local owner = redis.call('HMGET', marker, 'job', 'rerun')
+  local mine = owner[1] == id
+  if mine and owner[2] then
+    redis.call('DEL', lease_key(id), attempts_key(id))
+    push(KEYS[2], fp, raw, now, marker_ttl)
+    kind = 'x'
+  elseif kind == '1' then
     redis.call('DEL', lease_key(id), attempts_key(id), 'error:' .. fp)
     redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
   else
     redis.call('DEL', lease_key(id), attempts_key(id))
-    if kind == '0' then redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl) end
+    if kind == '0' then
+      redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl)
+      -- Polls do not run a path that just failed again for a while (enqueue.lua).
+      redis.call('SET', PREFIX .. 'retry:' .. fp, 1, 'PX', retry)
+    end
   end
   if kind ~= 'x' then
     redis.call('SET', PREFIX .. 'run:' .. fp, ARGV[i + 5], 'PX', cache_ttl)
@@ -28,8 +42,7 @@ for i = 4, #ARGV, 7 do
       if n > 2 * history_len then redis.call('LTRIM', history, 0, history_len - 1) end
       if n == 1 or n > 2 * history_len then redis.call('PEXPIRE', history, cache_ttl) end
     end
-    local marker = marker_key(fp)
-    if redis.call('HGET', marker, 'job') == id then redis.call('DEL', marker) end
+    if mine then redis.call('DEL', marker) end
   end
 end
 return 1

@@ -1,8 +1,10 @@
--- KEYS: queue. ARGV: full_path, job, now, marker_ttl_ms, cooldown_ms.
+-- KEYS: queue, processing. ARGV: full_path, job, now, marker_ttl_ms, cooldown_ms.
 -- Refused (returns {-1, ms left}) while the path's cooldown key lives. Otherwise sets
 -- it, deletes the entry and the error, then enqueues, unless a queued job is really
--- still in the queue (it will run after the reload anyway). A running job does not
--- count: its result predates the reload.
+-- still in the queue (it will run after the reload anyway). A running job's result
+-- predates the reload, so it is marked to run again when it ends (finish.lua) instead
+-- of a second job running beside it: a path never has two runs at once, however often
+-- it is reloaded.
 local fp = ARGV[1]
 if tonumber(ARGV[5]) > 0 then
   local cooldown = PREFIX .. 'reload:' .. fp
@@ -12,11 +14,15 @@ if tonumber(ARGV[5]) > 0 then
 end
 local cache = redis.call('DEL', fp)
 local err = redis.call('DEL', 'error:' .. fp)
+redis.call('DEL', PREFIX .. 'retry:' .. fp)
 local marker = marker_key(fp)
 local enqueued = 1
-if redis.call('HGET', marker, 'state') == 'queued' then
-  local raw = redis.call('HGET', marker, 'raw')
-  if raw and redis.call('LPOS', KEYS[1], raw) then enqueued = 0 end
+local state = redis.call('HMGET', marker, 'state', 'raw')
+if state[1] == 'queued' then
+  if state[2] and redis.call('LPOS', KEYS[1], state[2]) then enqueued = 0 end
+elseif state[1] == 'running' and redis.call('LPOS', KEYS[2], state[2]) then
+  redis.call('HSET', marker, 'rerun', 1)
+  return {cache, err, 1}
 end
 if enqueued == 1 then push(KEYS[1], fp, ARGV[2], ARGV[3], ARGV[4]) end
 return {cache, err, enqueued}
