@@ -25,6 +25,39 @@ impl Lcg {
     }
 }
 
+/// Pushes `n` jobs for `/targets/<path>?<params>&i=<0..n>` straight into the queue, in
+/// the wire format a server (or an old prometheus-http-sd) pushes; returns when the
+/// push was done.
+fn push_jobs(redis: &RedisServer, path: &str, params: &[(&str, &str)], n: usize) -> Instant {
+    let mut conn = redis.connection().unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let i = i.to_string();
+        let mut extra = serde_json::Map::new();
+        let mut query = String::new();
+        for (k, v) in params.iter().chain([&("i", i.as_str())]) {
+            extra.insert(k.to_string(), serde_json::Value::from(*v));
+            query.push_str(&format!(
+                "{}{k}={v}",
+                if query.is_empty() { "" } else { "&" }
+            ));
+        }
+        let full_path = format!("/targets/{path}?{query}");
+        let job = serde_json::json!({
+            "full_path": full_path,
+            "path": path,
+            "extra_args": extra,
+            "job_id": format!("{full_path}:0"),
+        });
+        pipe.cmd("LPUSH")
+            .arg("target_generation_queue")
+            .arg(job.to_string());
+    }
+    let started = Instant::now();
+    let _: () = pipe.query(&mut conn).unwrap();
+    started
+}
+
 fn entries(redis: &RedisServer) -> usize {
     let keys: Vec<String> = redis.cmd(&["KEYS", "/targets/cpu?*"]);
     keys.len()
@@ -48,23 +81,7 @@ fn sigkill_of_random_workers_during_1000_jobs_loses_none() {
     let start_worker = || Httpsd::worker(tree.root(), &redis.url(), &worker_args);
     let mut workers: Vec<Httpsd> = (0..3).map(|_| start_worker()).collect();
 
-    // The jobs, in the wire format a server (or an old prometheus-http-sd) pushes.
-    let mut conn = redis.connection().unwrap();
-    let mut pipe = redis::pipe();
-    for i in 0..JOBS {
-        let full_path = format!("/targets/cpu?n={WORK}&i={i}");
-        let job = serde_json::json!({
-            "full_path": full_path,
-            "path": "cpu",
-            "extra_args": {"n": WORK, "i": i.to_string()},
-            "job_id": format!("{full_path}:0"),
-        });
-        pipe.cmd("LPUSH")
-            .arg("target_generation_queue")
-            .arg(job.to_string());
-    }
-    let started = Instant::now();
-    let _: () = pipe.query(&mut conn).unwrap();
+    let started = push_jobs(&redis, "cpu", &[("n", WORK)], JOBS);
 
     // Kill a random worker every 400-1000 ms, and start a new one in its place, until
     // 12 kills or all jobs done.
@@ -166,22 +183,7 @@ const EVIL: &[(&str, &str, &str, &str, &str)] = &[
 /// Pushes `n` jobs for `/targets/healthy?round=..&i=..` and returns how long until
 /// every one is written.
 fn healthy_round(redis: &RedisServer, round: &str, n: usize) -> Duration {
-    let mut conn = redis.connection().unwrap();
-    let mut pipe = redis::pipe();
-    for i in 0..n {
-        let full_path = format!("/targets/healthy?round={round}&i={i}");
-        let job = serde_json::json!({
-            "full_path": full_path,
-            "path": "healthy",
-            "extra_args": {"round": round, "i": i.to_string()},
-            "job_id": format!("{full_path}:0"),
-        });
-        pipe.cmd("LPUSH")
-            .arg("target_generation_queue")
-            .arg(job.to_string());
-    }
-    let started = Instant::now();
-    let _: () = pipe.query(&mut conn).unwrap();
+    let started = push_jobs(redis, "healthy", &[("round", round)], n);
     let pattern = format!("/targets/healthy?round={round}&*");
     eventually(240, &format!("the {round} round of healthy jobs"), || {
         let keys: Vec<String> = redis.cmd(&["KEYS", &pattern]);
