@@ -189,7 +189,7 @@ def main():
     print()
     print(f"Worker: **{job_runs[1]:,.0f} jobs/s** (median of 3 rounds: "
           f"{', '.join(f'{r:,.0f}' for r in job_runs)}) — {JOBS:,} jobs for `static-nodes` pushed "
-          f"straight into Redis per round, one `httpsd worker` with its defaults (4 workers, batch 8, 3 batches each), "
+          f"straight into Redis per round, one `httpsd worker` with its defaults (4 workers, batch 8, 3 × 8 job slots each), "
           f"timed from the first push until every result was written (target ≥ 10,000 jobs/s).")
 
 
