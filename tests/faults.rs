@@ -58,9 +58,13 @@ fn push_jobs(redis: &RedisServer, path: &str, params: &[(&str, &str)], n: usize)
     started
 }
 
+/// Keys matching `pattern` (cache entries of a set of jobs).
+fn count_keys(redis: &RedisServer, pattern: &str) -> usize {
+    redis.cmd::<Vec<String>>(&["KEYS", pattern]).len()
+}
+
 fn entries(redis: &RedisServer) -> usize {
-    let keys: Vec<String> = redis.cmd(&["KEYS", "/targets/cpu?*"]);
-    keys.len()
+    count_keys(redis, "/targets/cpu?*")
 }
 
 #[test]
@@ -186,8 +190,7 @@ fn healthy_round(redis: &RedisServer, round: &str, n: usize) -> Duration {
     let started = push_jobs(redis, "healthy", &[("round", round)], n);
     let pattern = format!("/targets/healthy?round={round}&*");
     eventually(240, &format!("the {round} round of healthy jobs"), || {
-        let keys: Vec<String> = redis.cmd(&["KEYS", &pattern]);
-        (keys.len() == n).then_some(())
+        (count_keys(redis, &pattern) == n).then_some(())
     });
     started.elapsed()
 }

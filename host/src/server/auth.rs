@@ -61,16 +61,12 @@ pub struct Auth {
 /// Never prints a credential.
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let areas: Vec<&str> = [
-            ("targets", &self.targets),
-            ("admin", &self.admin),
-            ("reload", &self.reload),
-            ("metrics", &self.metrics),
-        ]
-        .iter()
-        .filter(|(_, r)| r.is_some())
-        .map(|(n, _)| *n)
-        .collect();
+        let areas: Vec<&str> = self
+            .rules()
+            .iter()
+            .filter(|(_, r)| r.is_some())
+            .map(|(n, _)| *n)
+            .collect();
         write!(f, "Auth {{ protected: {areas:?} }}")
     }
 }
@@ -122,11 +118,6 @@ impl Auth {
             ("reload", &self.reload),
             ("metrics", &self.metrics),
         ]
-    }
-
-    /// Whether any area is protected.
-    pub fn is_on(&self) -> bool {
-        self.rules().iter().any(|(_, r)| r.is_some())
     }
 
     fn rule(&self, area: Area) -> Option<&Rule> {

@@ -20,7 +20,7 @@ use crate::clock::now_unix;
 use crate::store::{CoolingDown, NewJob, Store};
 use crate::targets::TreeError;
 use crate::wire::{EntryView, TargetRequest};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -35,22 +35,21 @@ const MIN_FRESHNESS_AGE: f64 = 5.0;
 /// Seconds Prometheus (or a person) is told to wait after a 503.
 const RETRY_AFTER: &str = "5";
 
-pub async fn handle<S: Store>(
-    State(app): State<Arc<App<S>>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+/// Takes the whole request rather than `Uri` and `HeaderMap` extractors: those clone
+/// the URI and every header on each request, and this is the hit path.
+pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, request: Request) -> Response {
     let started = Instant::now();
+    let (uri, headers) = (request.uri(), request.headers());
     let url = uri.path_and_query().map_or("", |pq| pq.as_str());
     let prepared = match app.prepared.get(url, &app.index) {
         // The memo holds only plain answers (never debug or reload).
         Some(p) => {
-            if let Err(refusal) = app.config.auth.check(Area::Targets, &headers) {
+            if let Err(refusal) = app.config.auth.check(Area::Targets, headers) {
                 return *refusal;
             }
             p
         }
-        None => match prepare(&app, &uri, &headers).await {
+        None => match prepare(&app, uri, headers).await {
             Ok(p) => {
                 app.prepared.insert(url, p.clone());
                 p

@@ -335,12 +335,13 @@ impl Store for MemoryStore {
                 s.remove_processing(&f.taken.raw);
                 s.leases.remove(&f.taken.lease_id);
                 s.attempts.remove(&f.taken.lease_id);
-                let rerun = s
+                // Some(rerun) when the path's marker is this job's.
+                let mine = s
                     .markers
                     .get(&f.full_path)
                     .filter(|m| m.lease_id == f.taken.lease_id)
-                    .is_some_and(|m| m.rerun);
-                if rerun {
+                    .map(|m| m.rerun);
+                if mine == Some(true) {
                     let job = NewJob {
                         full_path: f.full_path.clone(),
                         raw: f.taken.raw.clone(),
@@ -381,10 +382,7 @@ impl Store for MemoryStore {
                     runs.truncate(crate::wire::HISTORY_LEN);
                     *expires = now + self.retention.cache;
                 }
-                if s.markers
-                    .get(&f.full_path)
-                    .is_some_and(|m| m.lease_id == f.taken.lease_id)
-                {
+                if mine.is_some() {
                     s.markers.remove(&f.full_path);
                 }
             }
