@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use support::certs::{Certs, s};
 use support::prometheus::Prometheus;
 use support::{Httpsd, Tree, eventually};
 
@@ -158,40 +159,13 @@ fn prometheus_discovers_targets_with_basic_auth_and_with_a_bearer_token() {
     assert!(prometheus.active_targets("wrong").is_empty());
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem).
-fn certificate(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cert.to_str().unwrap().to_string(),
-        key.to_str().unwrap().to_string(),
-    )
-}
-
 #[test]
 fn https_with_auth_for_curl_and_for_prometheus() {
     let tree = Tree::new();
     tree.wasm("nodes/static-nodes.wasm", "static-nodes");
     let auth = tree.file("_auth.toml", AUTH);
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(certs.path());
+    let certs = Certs::new();
+    let (cert, key, ca) = (s(&certs.cert), s(&certs.key), s(&certs.ca));
     let port = support::free_port();
     let port_s = port.to_string();
     let _serve = Httpsd::start_on(
@@ -204,29 +178,26 @@ fn https_with_auth_for_curl_and_for_prometheus() {
             "--auth-file",
             auth.to_str().unwrap(),
             "--tls-cert",
-            &cert,
+            cert,
             "--tls-key",
-            &key,
+            key,
             "--wait-on-miss",
             "20s",
         ],
     );
     let base = format!("https://127.0.0.1:{port}");
     eventually(30, "httpsd to answer over TLS", || {
-        (curl(&["--cacert", &cert], &format!("{base}/healthz")).0 == 200).then_some(())
+        (curl(&["--cacert", ca], &format!("{base}/healthz")).0 == 200).then_some(())
     });
     // A client that opens a connection and never says a word does not hold up others:
     // handshakes run off the accept loop.
     let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
 
     let targets = format!("{base}/targets/nodes");
-    let (status, body) = curl(
-        &["--cacert", &cert, "-u", "prometheus:sd-pass-77"],
-        &targets,
-    );
+    let (status, body) = curl(&["--cacert", ca, "-u", "prometheus:sd-pass-77"], &targets);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("10.1.1.11:9100"), "{body}");
-    assert_eq!(curl(&["--cacert", &cert], &targets).0, 401);
+    assert_eq!(curl(&["--cacert", ca], &targets).0, 401);
     // Without trusting the certificate, curl refuses; plain HTTP gets no answer.
     assert_eq!(curl(&["-u", "prometheus:sd-pass-77"], &targets).0, 0);
     let plain = format!("http://127.0.0.1:{port}/targets/nodes");
@@ -239,7 +210,7 @@ fn https_with_auth_for_curl_and_for_prometheus() {
          \x20     - url: '{targets}'\n\
          \x20       refresh_interval: 1s\n\
          \x20       basic_auth: {{username: prometheus, password: sd-pass-77}}\n\
-         \x20       tls_config: {{ca_file: '{cert}'}}\n"
+         \x20       tls_config: {{ca_file: '{ca}'}}\n"
     ));
     let found = eventually(60, "Prometheus's tls pool", || {
         let t = prometheus.active_targets("tls");

@@ -165,3 +165,137 @@ fn hostile_urls_are_refused_without_reading_outside_or_creating_keys() {
         assert!(!body.contains(absent), "{absent} leaked into {body}");
     }
 }
+
+/// Reads until the server closes the connection (EOF or reset) and returns what came,
+/// or `None` if it is still open after `secs`.
+fn read_until_closed(stream: &mut std::net::TcpStream, secs: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_connection_slots() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let tree = Tree::new();
+    tree.wasm("nodes/static-nodes.wasm", "static-nodes");
+    // An answer of about 8 MB (one label value), so a client that does not read it
+    // fills the socket buffers.
+    let big = format!(
+        r#"[{{"targets": ["10.9.9.9:9100"], "labels": {{"blob": "{}"}}}}]"#,
+        "x".repeat(8 << 20)
+    );
+    tree.file("big/blob.json", &big);
+    let server = Httpsd::serve(
+        tree.root(),
+        &[
+            "--connection-limit",
+            "4",
+            "--header-timeout",
+            "1s",
+            "--write-timeout",
+            "1s",
+            "--wait-on-miss",
+            "20s",
+        ],
+    );
+    let port = server.port;
+    assert_eq!(get(port, "/targets/nodes").unwrap().status, 200);
+    assert_eq!(get(port, "/targets/big").unwrap().status, 200);
+
+    // Every slot taken by a client that never finishes a request: two silent ones and
+    // two that trickle a header a byte at a time (slowloris).
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let trickling: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let _ = s.write_all(b"GET /targets/nodes HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+                for _ in 0..100 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if s.write_all(b"a").is_err() {
+                        break;
+                    }
+                }
+                read_until_closed(&mut s, 10)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A real client gets its answer once the server has closed them, not never.
+    let r = get(port, "/targets/nodes").unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for s in &mut silent {
+        assert!(
+            read_until_closed(s, 10).is_some(),
+            "a silent client was closed"
+        );
+    }
+    for t in trickling {
+        let got = t.join().unwrap();
+        let got = got.expect("a trickling client was closed");
+        // Closed with an answer or without, but never served the targets.
+        assert!(!String::from_utf8_lossy(&got).contains("10.1.1.11"));
+    }
+
+    // A keep-alive connection left idle after a request is closed too.
+    let mut keep = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let idle_started = Instant::now();
+    let got = read_until_closed(&mut keep, 10).expect("the idle keep-alive connection was closed");
+    let idle_closed = idle_started.elapsed();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+
+    // A client that asks for 8 MB answers and reads none: its writes stall, and the
+    // connection is closed after --write-timeout instead of holding its slot.
+    let hogs: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let request = b"GET /targets/big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(8);
+            s.write_all(&request).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let hogged = Instant::now();
+    let r = get(port, "/targets/nodes").unwrap();
+    let hog_wait = hogged.elapsed();
+    assert_eq!(r.status, 200);
+    // A hog accepted only when another's slot came free starts stalling later; by now
+    // every one has stalled for longer than the timeout. Reading now must find each
+    // closed, short of what it asked for (reading earlier would let the writes go on).
+    std::thread::sleep(Duration::from_secs(4));
+    for mut s in hogs {
+        let got = read_until_closed(&mut s, 20).expect("a client that does not read was closed");
+        assert!(
+            got.len() < 8 * big.len(),
+            "it was not sent everything it asked for"
+        );
+    }
+    eprintln!(
+        "SLOW CLIENTS: --connection-limit 4, --header-timeout 1s, --write-timeout 1s: with 2 silent and 2 \
+         trickling clients holding every slot, a real request was answered after {:.2} s; an idle keep-alive \
+         connection was closed after {:.2} s; with 4 clients not reading 8 MB answers, after {:.2} s",
+        waited.as_secs_f64(),
+        idle_closed.as_secs_f64(),
+        hog_wait.as_secs_f64()
+    );
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+use support::certs::{Certs, s};
 use support::scenario::{self, CACHE_SECONDS, Target};
 use support::{Httpsd, RedisServer, eventually, get};
 
@@ -132,4 +133,108 @@ fn server_and_worker_ride_out_a_redis_restart() {
         worker.logs().contains("cannot take jobs"),
         "the worker logs the outage instead of swallowing it"
     );
+}
+
+/// The ACL user of docs/REDIS.md, as the `ACL SETUSER` arguments of its ACL-file line,
+/// with `password` in place of the placeholder: the test runs the documented user.
+fn documented_acl_user(password: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(support::repo().join("docs/REDIS.md")).unwrap();
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("user httpsd on "))
+        .expect("docs/REDIS.md has the ACL-file line of the httpsd user");
+    line.split_whitespace()
+        .skip(1)
+        .map(|w| w.replace("REPLACE-WITH-A-LONG-PASSWORD", password))
+        .collect()
+}
+
+#[test]
+fn a_fleet_over_rediss_as_the_documented_acl_user() {
+    let certs = Certs::new();
+    let redis = RedisServer::start_secured(&certs);
+    let password = "httpsd-pw-8c41e";
+    let setuser: Vec<String> = ["ACL", "SETUSER"]
+        .into_iter()
+        .map(String::from)
+        .chain(documented_acl_user(password))
+        .collect();
+    let args: Vec<&str> = setuser.iter().map(String::as_str).collect();
+    redis.cmd::<()>(&args);
+
+    let url = redis.url_as("httpsd", password);
+    let ca = s(&certs.ca);
+    // Refused clearly, without a restart loop or a leaked password: a wrong password,
+    // a CA that is not trusted (the system roots do not know ours), plain redis:// to
+    // the TLS port, and a CA file with a plain URL.
+    let tree = scenario::tree();
+    let refusals = [
+        (
+            redis.url_as("httpsd", "wrong-pw-0"),
+            Some(ca),
+            "AuthenticationFailed",
+        ),
+        (url.clone(), None, "certificate"),
+        (url.replacen("rediss://", "redis://", 1), None, ""),
+    ];
+    for (bad_url, ca_arg, expected) in &refusals {
+        let mut extra = vec!["--redis-timeout", "500ms"];
+        if let Some(ca) = ca_arg {
+            extra.extend(["--redis-ca", ca]);
+        }
+        let server = Httpsd::server(tree.root(), bad_url, &extra);
+        let r = get(server.port, "/readyz").unwrap();
+        assert_eq!(r.status, 503, "{bad_url}: {}", r.text());
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(expected), "{bad_url}: {error}");
+        let r = get(server.port, "/targets/nodes").unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"], "store unavailable");
+        assert!(!server.logs().contains("wrong-pw-0"), "{}", server.logs());
+    }
+    let mut misconfigured = Httpsd::start(&[
+        "server",
+        s(tree.root()),
+        "--redis-url",
+        &redis.url().replacen("rediss://", "redis://", 1),
+        "--redis-ca",
+        ca,
+    ]);
+    assert_ne!(misconfigured.wait_exit(30), Some(0));
+    assert!(
+        misconfigured.logs().contains("need a rediss:// URL"),
+        "{}",
+        misconfigured.logs()
+    );
+
+    // The wrong password left its failed logins in ACL LOG; from here on it must stay
+    // empty. The debug guide's walk-through, over TLS as the least-privileged user:
+    redis.cmd::<()>(&["ACL", "LOG", "RESET"]);
+    let server = Httpsd::server(
+        tree.root(),
+        &url,
+        &[
+            "--redis-ca",
+            ca,
+            "--cache-seconds",
+            CACHE_SECONDS,
+            "--refresh-ahead",
+            "0",
+        ],
+    );
+    assert_eq!(get(server.port, "/readyz").unwrap().status, 200);
+    let target = Target {
+        port: server.port,
+        redis: Some(&redis),
+    };
+    scenario::first_request_before_workers(&target);
+    let worker = Httpsd::worker(tree.root(), &url, &["--num-workers", "2", "--redis-ca", ca]);
+    scenario::walk(&target, Some(worker.port));
+    // Everything they sent was allowed to the documented user, and its password
+    // appears in no log.
+    let denied: Vec<redis::Value> = redis.cmd(&["ACL", "LOG"]);
+    assert!(denied.is_empty(), "ACL LOG: {denied:?}");
+    for p in [&server, &worker] {
+        assert!(!p.logs().contains(password));
+    }
 }

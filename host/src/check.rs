@@ -77,7 +77,7 @@ pub async fn check(args: &CheckArgs) -> Result<Vec<GeneratorReport>, String> {
 
 /// The runs of one generator: with `--param`s if given, else its own check params.
 async fn check_one(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     generator: GeneratorFile,
     explicit: Vec<(String, String)>,
 ) -> Vec<GeneratorReport> {

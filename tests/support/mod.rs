@@ -146,6 +146,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 pub mod browser;
+pub mod certs;
 pub mod http;
 pub mod inventory;
 pub mod process;

@@ -108,6 +108,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     server::serve(
         listener,
         args.http.connection_limit,
+        args.http.timeouts(),
         tls,
         server::router(app),
         shutdown_signal(),
@@ -198,6 +199,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(
         listener,
         args.http.connection_limit,
+        args.http.timeouts(),
         tls,
         server::router(app),
         async move {

@@ -139,6 +139,16 @@ pub struct HttpArgs {
     #[arg(long, env = "HTTPSD_CONNECTION_LIMIT", default_value_t = 1000)]
     pub connection_limit: usize,
 
+    /// A client must send a request's line and headers within this long, and a
+    /// keep-alive connection idle this long is closed: slow or silent clients cannot
+    /// keep --connection-limit slots.
+    #[arg(long, env = "HTTPSD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A connection whose client reads none of an answer for this long is closed.
+    #[arg(long, env = "HTTPSD_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Most worker threads of the server's async runtime (the seed's request threads).
     /// It never uses more than one per core; 0 means one per core.
     #[arg(long, env = "HTTPSD_THREADS", default_value_t = 64)]
@@ -189,6 +199,14 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
+    /// Per-connection time limits.
+    pub fn timeouts(&self) -> crate::server::connection::Timeouts {
+        crate::server::connection::Timeouts {
+            header: self.header_timeout.max(Duration::from_millis(1)),
+            write: self.write_timeout.max(Duration::from_millis(1)),
+        }
+    }
+
     /// The TLS acceptor when --tls-cert and --tls-key are given.
     pub fn tls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
         match (&self.tls_cert, &self.tls_key) {
@@ -219,9 +237,29 @@ impl HttpArgs {
 /// How to reach Redis.
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
-    /// Redis URL (redis://[user:password@]host:port/db).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://localhost:6379/0")]
+    /// Redis URL: redis://[user:password@]host:port/db, or rediss:// for TLS. A user
+    /// and password log in as that ACL user; a password alone is Redis AUTH.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://localhost:6379/0",
+        hide_env_values = true
+    )]
     pub redis_url: String,
+
+    /// For rediss://: PEM file of the CA certificates to trust instead of the system's
+    /// roots (a private CA).
+    #[arg(long, env = "HTTPSD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// For rediss:// to a Redis that checks clients (tls-auth-clients): our PEM
+    /// certificate (with --redis-client-key).
+    #[arg(long, env = "HTTPSD_REDIS_CLIENT_CERT", requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// The PEM private key of --redis-client-cert.
+    #[arg(long, env = "HTTPSD_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
 
     /// Connect and command timeout for Redis; a slower Redis counts as unavailable.
     #[arg(long, env = "HTTPSD_REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -239,6 +277,11 @@ impl RedisArgs {
             url: self.redis_url.clone(),
             timeout: self.redis_timeout,
             pool_size: self.redis_pool_size,
+            tls: crate::store::RedisTls {
+                ca: self.redis_ca.clone(),
+                client_cert: self.redis_client_cert.clone(),
+                client_key: self.redis_client_key.clone(),
+            },
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod limits;
 pub mod log;
 pub mod manifest;
+pub mod quarantine;
 
 pub use cache::{Loaded, Origin};
 pub use error::{ErrorKind, GenError};
@@ -73,6 +74,10 @@ pub struct RunStats {
     /// loading failed before they were known). The admin page shows them per generator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// It ran in the low-priority lane (it had recently run into its limits), which
+    /// is why a busy worker may have stopped it at its wall-clock limit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub low_priority: bool,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -93,6 +98,7 @@ pub struct Runtime {
     permits: tokio::sync::Semaphore,
     consume_fuel: bool,
     defaults: Limits,
+    quarantine: quarantine::Quarantine,
     _ticker: engine::EpochTicker,
 }
 
@@ -128,6 +134,7 @@ impl Runtime {
             cache,
             consume_fuel: config.consume_fuel,
             defaults: config.defaults,
+            quarantine: quarantine::Quarantine::default(),
             _ticker: ticker,
         })
     }
@@ -166,6 +173,40 @@ impl Runtime {
             Ok(groups)
         });
         RunReport { result, stats }
+    }
+
+    /// Runs like [`Runtime::run`], but a generator that recently ran into its limits
+    /// runs in the [`quarantine`]'s low-priority lane, so it cannot starve the others.
+    pub async fn run_fairly(
+        self: &Arc<Self>,
+        path: &Path,
+        params: &[(String, String)],
+    ) -> RunReport {
+        let report = match self.quarantine.lane(path) {
+            None => self.run(path, params).await,
+            Some(lane) => {
+                let (runtime, owned_path, params) =
+                    (self.clone(), path.to_path_buf(), params.to_vec());
+                let task = lane.spawn(async move { runtime.run(&owned_path, &params).await });
+                let mut report = task.await.unwrap_or_else(|e| RunReport {
+                    result: Err(GenError::host(
+                        ErrorKind::Trap,
+                        path,
+                        format!("low-priority run failed: {e}"),
+                    )),
+                    stats: RunStats::default(),
+                });
+                report.stats.low_priority = true;
+                report
+            }
+        };
+        self.quarantine.record(path, &report);
+        report
+    }
+
+    /// Generators whose runs go to the low-priority lane now.
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.held()
     }
 
     /// The parameter sets `httpsd check` should run `path` with: the manifest's

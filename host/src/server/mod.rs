@@ -7,12 +7,14 @@
 //! - [`debug`]: the `?debug=true` answers.
 //! - [`admin`]: the admin page at `/`.
 //! - [`auth`]: optional basic and bearer authentication, per area.
-//! - [`listener`]: the connection limit.
+//! - [`connection`]: HTTP/1.1 on each connection, with header and idle timeouts.
+//! - [`listener`]: the connection limit and the write timeout.
 //! - [`tls`]: HTTPS from PEM files, handshakes off the accept loop.
 //! - [`prepared`]: a memo of recently requested URLs for the hit path.
 
 pub mod admin;
 pub mod auth;
+pub mod connection;
 pub mod debug;
 pub mod listener;
 pub mod prepared;
@@ -207,27 +209,25 @@ pub async fn metrics_response<S: Store>(store: &S, metrics: &Metrics) -> Respons
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests
-/// in flight.
+/// in flight. At most `connection_limit` connections are open at once, each held to
+/// `timeouts`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     connection_limit: usize,
+    timeouts: connection::Timeouts,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener::LimitedListener::new(listener, connection_limit);
+    let listener = listener::LimitedListener::new(listener, connection_limit, timeouts.write);
     match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        None => connection::serve_connections(listener, router, timeouts, shutdown).await,
         Some(acceptor) => {
-            axum::serve(tls::TlsListener::new(listener, acceptor)?, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            connection::serve_connections(listener, router, timeouts, shutdown).await
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

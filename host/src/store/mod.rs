@@ -22,7 +22,7 @@ pub mod memory;
 pub mod redis;
 
 pub use memory::MemoryStore;
-pub use redis::{RedisSettings, RedisStore};
+pub use redis::{RedisSettings, RedisStore, RedisTls};
 
 use bytes::Bytes;
 use serde::Serialize;

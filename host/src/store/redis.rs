@@ -23,6 +23,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,8 +79,10 @@ impl Scripts {
 }
 
 /// How to reach Redis, and how long to wait for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS), with an optional `user:password@` for Redis
+    /// AUTH or an ACL user.
     pub url: String,
     /// Connect and response timeout of ordinary commands, and how long a caller waits
     /// for a pooled connection.
@@ -87,6 +90,51 @@ pub struct RedisSettings {
     /// Connections shared by all commands (each multiplexes many concurrent commands;
     /// fewer connections mean more pipelining).
     pub pool_size: u32,
+    /// Certificates for `rediss://`; without them the system's trusted roots are used.
+    pub tls: RedisTls,
+}
+
+/// PEM files for a `rediss://` connection.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates to trust instead of the system's roots (a private CA).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key, for a Redis that asks for them (`tls-auth-clients`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl RedisTls {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client_cert.is_none() && self.client_key.is_none()
+    }
+}
+
+/// The URL with its password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:[secret]{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Default for RedisSettings {
@@ -95,8 +143,54 @@ impl Default for RedisSettings {
             url: "redis://localhost:6379/0".into(),
             timeout: Duration::from_secs(2),
             pool_size: 1,
+            tls: RedisTls::default(),
         }
     }
+}
+
+/// The client for `settings`: a plain URL as it is, or a `rediss://` one with the
+/// certificate files read now, so a wrong path is an error at start-up, not a stream
+/// of connection failures.
+fn client(settings: &RedisSettings) -> StoreResult<Client> {
+    let invalid = |what: String| {
+        StoreError::Unavailable(format!(
+            "invalid Redis settings for {}: {what}",
+            redact_url(&settings.url)
+        ))
+    };
+    let tls = &settings.tls;
+    if tls.is_empty() {
+        return Client::open(settings.url.as_str()).map_err(|e| invalid(e.to_string()));
+    }
+    if !settings.url.starts_with("rediss://") {
+        return Err(invalid(
+            "--redis-ca, --redis-client-cert and --redis-client-key need a rediss:// URL".into(),
+        ));
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))
+    };
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "--redis-client-cert and --redis-client-key go together".into(),
+            ));
+        }
+    };
+    let root_cert = tls.ca.as_ref().map(read).transpose()?;
+    Client::build_with_tls(
+        settings.url.as_str(),
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| invalid(e.to_string()))
 }
 
 /// A pooled connection that remembers whether it failed at the connection level.
@@ -127,6 +221,10 @@ impl PooledConn {
 struct Manager {
     client: Client,
     config: AsyncConnectionConfig,
+    /// Why the last connection attempt failed (wrong password, untrusted certificate,
+    /// refused): bb8 only reports "timed out" to the caller, and an operator looking at
+    /// `/readyz` needs the cause.
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl bb8::ManageConnection for Manager {
@@ -134,10 +232,13 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<PooledConn, RedisError> {
-        let conn = self
+        let connected = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+            .await;
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            connected.as_ref().err().map(|e| e.to_string());
+        let conn = connected?;
         Ok(PooledConn {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
@@ -187,6 +288,8 @@ pub struct RedisStore {
     scripts: Scripts,
     settings: RedisSettings,
     retention: Retention,
+    /// Shared with the pool's [`Manager`].
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 fn lock_slot(slot: &Mutex<Option<PooledConn>>) -> std::sync::MutexGuard<'_, Option<PooledConn>> {
@@ -209,11 +312,11 @@ impl RedisStore {
     /// Sets up the pool without connecting: a server or worker starts while Redis is
     /// down and serves 503s (or waits) until it is back.
     pub fn new(settings: RedisSettings, retention: Retention) -> StoreResult<RedisStore> {
-        let client = Client::open(settings.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let client = client(&settings)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout));
+        let last_error = Arc::new(Mutex::new(None));
         let pool = bb8::Pool::builder()
             .max_size(settings.pool_size.max(1))
             .connection_timeout(settings.timeout)
@@ -228,6 +331,7 @@ impl RedisStore {
             .build_unchecked(Manager {
                 client: client.clone(),
                 config,
+                last_error: last_error.clone(),
             });
         let slots = (0..settings.pool_size.max(1))
             .map(|_| Mutex::new(None))
@@ -243,7 +347,16 @@ impl RedisStore {
             scripts: Scripts::new(),
             settings,
             retention,
+            last_error,
         })
+    }
+
+    /// `": <why the last connection attempt failed>"`, or nothing.
+    fn last_cause(&self) -> String {
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
     }
 
     /// A connection for one command: a slot's shared connection, refilled from the
@@ -260,9 +373,10 @@ impl RedisStore {
             match self.probe.try_lock() {
                 Ok(guard) => Some(guard),
                 Err(_) => {
-                    return Err(StoreError::Unavailable(
-                        "Redis is unreachable (reconnecting)".into(),
-                    ));
+                    let cause = self.last_cause();
+                    return Err(StoreError::Unavailable(format!(
+                        "Redis is unreachable (reconnecting){cause}"
+                    )));
                 }
             }
         } else {
@@ -272,10 +386,13 @@ impl RedisStore {
             self.down.store(true, Ordering::Relaxed);
             match e {
                 bb8::RunError::User(e) => unavailable(e),
-                bb8::RunError::TimedOut => StoreError::Unavailable(format!(
-                    "no Redis connection within {}",
-                    crate::units::format_duration(self.settings.timeout)
-                )),
+                bb8::RunError::TimedOut => {
+                    let cause = self.last_cause();
+                    StoreError::Unavailable(format!(
+                        "no Redis connection within {}{cause}",
+                        crate::units::format_duration(self.settings.timeout)
+                    ))
+                }
             }
         })?;
         self.down.store(false, Ordering::Relaxed);
@@ -602,5 +719,32 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> StoreResult<()> {
         on_conn!(self, |c| redis::cmd("PING").query_async::<()>(c).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RedisSettings, redact_url};
+
+    #[test]
+    fn passwords_stay_out_of_printed_urls() {
+        assert_eq!(
+            redact_url("rediss://httpsd:s3cret@redis:6380/0"),
+            "rediss://httpsd:[secret]@redis:6380/0"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@localhost/0"),
+            "redis://:[secret]@localhost/0"
+        );
+        assert_eq!(
+            redact_url("redis://localhost:6379/0"),
+            "redis://localhost:6379/0"
+        );
+        assert_eq!(redact_url("redis://a:b@c@h/0"), "redis://a:[secret]@h/0");
+        let settings = RedisSettings {
+            url: "redis://u:pw-77@h/0".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{settings:?}").contains("pw-77"));
     }
 }

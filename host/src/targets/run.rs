@@ -114,13 +114,13 @@ pub async fn run_path(
 
 /// Runs one generator (or parses one static file) and reports.
 pub async fn run_one(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     generator: GeneratorFile,
     params: Vec<(String, String)>,
 ) -> (GeneratorReport, Option<Vec<TargetGroup>>) {
     let (result, stats) = match generator.kind {
         GeneratorKind::Wasm => {
-            let report = runtime.run(&generator.abs, &params).await;
+            let report = runtime.run_fairly(&generator.abs, &params).await;
             (report.result, report.stats)
         }
         GeneratorKind::Json | GeneratorKind::Yaml => {

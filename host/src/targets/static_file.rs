@@ -33,11 +33,19 @@ pub fn load(path: &Path, format: Format, limits: &Limits) -> Result<Vec<TargetGr
             ),
         ));
     }
-    let value = parse(&bytes, format).map_err(|(kind, msg)| GenError::host(kind, path, msg))?;
-    let groups = groups_from_value(value)
-        .map_err(|e| GenError::host(ErrorKind::InvalidOutput, path, e.0))?;
-    check_groups(&groups, limits)
-        .map_err(|e| GenError::host(ErrorKind::InvalidOutput, path, e.0))?;
+    parse_groups(&bytes, format, limits).map_err(|(kind, msg)| GenError::host(kind, path, msg))
+}
+
+/// Parses and validates a static file's bytes: what [`load`] does once the file is
+/// read (and what the `static_file` fuzz target feeds arbitrary bytes).
+pub fn parse_groups(
+    bytes: &[u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<Vec<TargetGroup>, (ErrorKind, String)> {
+    let value = parse(bytes, format)?;
+    let groups = groups_from_value(value).map_err(|e| (ErrorKind::InvalidOutput, e.0))?;
+    check_groups(&groups, limits).map_err(|e| (ErrorKind::InvalidOutput, e.0))?;
     Ok(groups)
 }
 
