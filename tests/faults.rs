@@ -8,6 +8,17 @@ use std::time::{Duration, Instant};
 use support::{Httpsd, RedisServer, Tree, eventually};
 
 const JOBS: usize = 1_000;
+
+/// `HTTPSD_SOAK=N` makes this a soak run: N times the jobs and kills of the SIGKILL
+/// test, and N times the healthy rounds of the hostile-generator test (1 by default;
+/// `HTTPSD_SOAK=10 cargo test --test faults -- --nocapture` runs about ten minutes).
+fn soak() -> usize {
+    std::env::var("HTTPSD_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
 /// About 20 ms of CPU per job: long enough that kills land on running jobs.
 const WORK: &str = "20000000";
 
@@ -85,14 +96,15 @@ fn sigkill_of_random_workers_during_1000_jobs_loses_none() {
     let start_worker = || Httpsd::worker(tree.root(), &redis.url(), &worker_args);
     let mut workers: Vec<Httpsd> = (0..3).map(|_| start_worker()).collect();
 
-    let started = push_jobs(&redis, "cpu", &[("n", WORK)], JOBS);
+    let jobs = JOBS * soak();
+    let started = push_jobs(&redis, "cpu", &[("n", WORK)], jobs);
 
     // Kill a random worker every 400-1000 ms, and start a new one in its place, until
-    // 12 kills or all jobs done.
+    // 12 kills (per soak round) or all jobs done.
     let mut rng = Lcg(7);
     let mut kills = 0;
     let mut last_kill = started;
-    while kills < 12 && entries(&redis) < JOBS {
+    while kills < 12 * soak() && entries(&redis) < jobs {
         std::thread::sleep(Duration::from_millis(400 + rng.next(600)));
         let victim = rng.next(workers.len() as u64) as usize;
         let mut killed = workers.swap_remove(victim);
@@ -106,8 +118,8 @@ fn sigkill_of_random_workers_during_1000_jobs_loses_none() {
     let done_at_kills = entries(&redis);
 
     // Every job ends with its entry, none lost; the lists drain.
-    eventually(240, "every job to be written", || {
-        (entries(&redis) == JOBS).then_some(())
+    eventually(240 * soak() as u64, "every job to be written", || {
+        (entries(&redis) == jobs).then_some(())
     });
     let recovered = last_kill.elapsed();
     let total = started.elapsed();
@@ -129,11 +141,11 @@ fn sigkill_of_random_workers_during_1000_jobs_loses_none() {
         })
         .sum();
     eprintln!(
-        "FAULTS: {JOBS} jobs, {kills} SIGKILLs of random workers (3 running, each replaced at once), \
-         {done_at_kills} written by the last kill; all {JOBS} written, 0 lost, 0 errors; \
+        "FAULTS: {jobs} jobs, {kills} SIGKILLs of random workers (3 running, each replaced at once), \
+         {done_at_kills} written by the last kill; all {jobs} written, 0 lost, 0 errors; \
          the {} left at the last kill were all written {:.1} s later (lease 1 s); {:.1} s in all; \
          jobs requeued by the reapers of the workers alive at the end: {requeued}",
-        JOBS - done_at_kills,
+        jobs - done_at_kills,
         recovered.as_secs_f64(),
         total.as_secs_f64()
     );
@@ -270,19 +282,20 @@ fn every_hostile_generator_ends_typed_through_the_worker_and_healthy_paths_keep_
     // again once its 5 s retry pause is over) and trying to reload each (the default 10 s
     // cooldown refuses most).
     let warm = healthy_round(&redis, "warm", 200);
-    let calm = healthy_round(&redis, "calm", ROUND);
+    let round = ROUND * soak();
+    let calm = healthy_round(&redis, "calm", round);
     let cached: Vec<String> = (0..EVIL.len())
         .map(|i| format!("/targets/healthy?round=warm&i={i}"))
         .collect();
     let (polled, _) = while_hammered(server.port, cached, || {
-        healthy_round(&redis, "polled", ROUND)
+        healthy_round(&redis, "polled", round)
     });
     let evil: Vec<String> = EVIL
         .iter()
         .map(|(path, _, _, query, _)| format!("/targets/evil/{path}{query}"))
         .collect();
     let (attacked, reloads) = while_hammered(server.port, evil, || {
-        healthy_round(&redis, "attacked", ROUND)
+        healthy_round(&redis, "attacked", round)
     });
     assert!(reloads > 0);
     // Runs after the first of a generator that ran into its limits go to the
@@ -297,10 +310,10 @@ fn every_hostile_generator_ends_typed_through_the_worker_and_healthy_paths_keep_
             (d["debug_info"]["last_run"]["generators"][0]["low_priority"] == true).then_some(())
         });
     }
-    let rate = |d: Duration| ROUND as f64 / d.as_secs_f64();
+    let rate = |d: Duration| round as f64 / d.as_secs_f64();
     eprintln!(
         "HOSTILE: {} hostile generators through server+worker, each a cached typed error with a traceback; \
-         healthy jobs/s ({ROUND} jobs, one worker, defaults): {:.0} alone, {:.0} while a client hammers cached \
+         healthy jobs/s ({round} jobs, one worker, defaults): {:.0} alone, {:.0} while a client hammers cached \
          healthy paths, {:.0} during the attack ({:.2}x alone, {:.2}x the same request load without hostile \
          generators; {reloads} hostile reloads accepted meanwhile; warm-up round {:.1} s)",
         EVIL.len(),

@@ -38,6 +38,8 @@ fn hostile_targets() -> Vec<Vec<u8>> {
         "/targets/leak",
         // NUL and control bytes.
         "/targets/%00",
+        // A decoded `?` would split the cache key in the wrong place (found by fuzzing).
+        "/targets/nodes%3Fx",
         "/targets/nodes%00",
         "/targets/nodes%00.wasm",
         "/targets/nodes?env=%00",

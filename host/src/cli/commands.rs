@@ -151,11 +151,16 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
         );
-    let metrics_server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, metrics_app).await {
-            tracing::error!("worker metrics endpoint stopped: {e}");
-        }
-    });
+    // The same connection limits and timeouts as the server's, so idle or slow
+    // scrapers cannot pile up on the worker either.
+    let metrics_server = tokio::spawn(server::serve(
+        listener,
+        64,
+        server::connection::Timeouts::default(),
+        None,
+        metrics_app,
+        std::future::pending(),
+    ));
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

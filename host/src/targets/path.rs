@@ -47,6 +47,11 @@ impl TargetPath {
         if raw.contains('\\') {
             return Err(PathError::Invalid("path contains a backslash".into()));
         }
+        // A `?` (decoded from %3F) would make the cache key `/targets/<path>?<query>`
+        // ambiguous: a worker would split it at the wrong `?` and run another request.
+        if raw.contains('?') {
+            return Err(PathError::Invalid("path contains a '?'".into()));
+        }
         let mut segments = Vec::new();
         for segment in raw.split('/').filter(|s| !s.is_empty()) {
             if segment == "." || segment == ".." {
@@ -101,7 +106,7 @@ mod tests {
         assert_eq!(TargetPath::parse("a//b/").unwrap().as_slash_path(), "a/b");
         assert!(TargetPath::parse("").unwrap().is_root());
         assert!(TargetPath::parse("/").unwrap().is_root());
-        for bad in ["..", "a/../b", "a/./b", "a\\b", "a\0b", "a/\u{7}"] {
+        for bad in ["..", "a/../b", "a/./b", "a\\b", "a\0b", "a/\u{7}", "svc?x"] {
             assert!(
                 matches!(TargetPath::parse(bad), Err(PathError::Invalid(_))),
                 "{bad:?}"
