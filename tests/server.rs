@@ -87,9 +87,14 @@ fn server_and_worker_ride_out_a_redis_restart() {
 
     redis.stop();
     let down = std::time::Instant::now();
-    // During the outage: quick JSON 503s, not hangs, and readiness says so.
-    let r = get(server.port, "/targets/nodes").unwrap();
-    assert_eq!(r.status, 503);
+    // During the outage: quick JSON 503s, not hangs, and readiness says so. (For the
+    // moment it takes the server to see its invalidation subscription drop, the local
+    // cache may still answer with its copy, which is as fresh as a hit.)
+    let r = eventually(5, "a 503 once Redis is gone", || {
+        get(server.port, "/targets/nodes")
+            .ok()
+            .filter(|r| r.status == 503)
+    });
     assert_eq!(r.json()["error"], "store unavailable");
     assert_eq!(get(server.port, "/readyz").unwrap().status, 503);
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -116,10 +121,15 @@ fn server_and_worker_ride_out_a_redis_restart() {
         .filter(|(at, _, _)| *at > down && *at < up)
         .map(|(_, _, took)| *took)
         .collect();
+    let local_answers = seen
+        .iter()
+        .filter(|(at, status, _)| *at > down && *at < up && *status == 200)
+        .count();
     outage.sort();
     assert!(!outage.is_empty());
     eprintln!(
-        "OUTAGE: {} answers under load while Redis was down ({:.1} s), all 503; p50 {:.1} ms, max {:.1} ms; \
+        "OUTAGE: {} answers under load while Redis was down ({:.1} s), all 503 but {local_answers} from the local cache \
+         before its subscription dropped; p50 {:.1} ms, max {:.1} ms; \
          first 200 {:.2} s after Redis returned (empty), no restart of server or worker; {} answers in all",
         outage.len(),
         (up - down).as_secs_f64(),
@@ -237,4 +247,66 @@ fn a_fleet_over_rediss_as_the_documented_acl_user() {
     for p in [&server, &worker] {
         assert!(!p.logs().contains(password));
     }
+}
+
+#[test]
+fn local_caches_stay_coherent_across_servers() {
+    let mut redis = RedisServer::start();
+    let tree = support::Tree::new();
+    let v1 = r#"[{"targets": ["10.0.0.1:9100"], "labels": {"v": "1"}}]"#;
+    let v2 = r#"[{"targets": ["10.0.0.2:9100"], "labels": {"v": "2"}}]"#;
+    let file = tree.file("svc/list.json", v1);
+    // An hour of local caching: only an invalidation can make a server drop its copy.
+    let flags = [
+        "--local-cache",
+        "1h",
+        "--reload-cooldown",
+        "0",
+        "--redis-timeout",
+        "500ms",
+    ];
+    let a = Httpsd::server(tree.root(), &redis.url(), &flags);
+    let b = Httpsd::server(tree.root(), &redis.url(), &flags);
+    let _worker = Httpsd::worker(tree.root(), &redis.url(), &["--num-workers", "1"]);
+    let serves = |port: u16, version: &str| {
+        get(port, "/targets/svc")
+            .ok()
+            .is_some_and(|r| r.status == 200 && r.text().contains(&format!("\"v\":\"{version}\"")))
+    };
+    for s in [&a, &b] {
+        eventually(60, "v1", || serves(s.port, "1").then_some(()));
+        // Polled again: now from the local cache.
+        assert!(serves(s.port, "1"));
+    }
+    let local_hits = |s: &Httpsd| {
+        get(s.port, "/metrics")
+            .unwrap()
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("httpsd_local_cache_hits_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(local_hits(&b) >= 1.0, "b answered from its local cache");
+
+    // A new answer, reloaded through A: B drops its copy as soon as the worker writes
+    // (or the reload deletes), not an hour later.
+    std::fs::write(&file, v2).unwrap();
+    let r = get(a.port, "/targets/svc?reload=true").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(60, "A to serve v2", || serves(a.port, "2").then_some(()));
+    eventually(5, "B to serve v2", || serves(b.port, "2").then_some(()));
+
+    // While Redis is away, nothing is served from the local cache (invalidations could
+    // be missed): a JSON 503, not the kept copy.
+    redis.stop();
+    eventually(10, "B to stop serving its copy", || {
+        let r = get(b.port, "/targets/svc").ok()?;
+        (r.status == 503).then_some(())
+    });
+    // Redis comes back empty; the path is generated again and served.
+    redis.restart();
+    eventually(60, "B to serve v2 again", || {
+        serves(b.port, "2").then_some(())
+    });
 }

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub path_last_generated_targets: IntGaugeVec,
     /// `{operation}`: hit, miss, expired.
     pub cache_operations: IntCounterVec,
+    /// Cache lookups answered from the server's local cache, without Redis (a subset
+    /// of the hits and expiries above).
+    pub local_cache_hits: IntCounter,
     /// `{worker_id, status}`: success, failure, discarded (a queue entry that is not a job).
     pub jobs_processed: IntCounterVec,
     /// `{status}`: pending, processing. Set when `/metrics` is read.
@@ -120,6 +123,15 @@ impl Metrics {
                 "Cache lookups, by outcome.",
                 &["operation"],
             ),
+            local_cache_hits: {
+                let c = IntCounter::new(
+                    "httpsd_local_cache_hits_total",
+                    "Cache lookups answered from the server's local cache (--local-cache), without Redis.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             jobs_processed: counter(
                 &r,
                 "httpsd_redis_worker_jobs_processed_total",

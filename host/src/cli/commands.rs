@@ -96,12 +96,14 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Retention::default(),
     )?);
     check_store(&*store).await;
+    let client = store.client().clone();
     let app = App::new(
         store,
         PathIndex::new(tree, args.tree.tree_refresh),
         Arc::new(Metrics::new()),
         args.http.config().map_err(anyhow::Error::msg)?,
     );
+    tokio::spawn(server::local::subscribe(client, app.local.clone()));
     let tls = args.http.tls().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "server", tls.is_some());
@@ -184,12 +186,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_attempts: args.pool.max_attempts,
     });
-    let app = App::new(
-        store.clone(),
-        index,
-        metrics,
-        args.http.config().map_err(anyhow::Error::msg)?,
-    );
+    let config = crate::server::ServerConfig {
+        // The memory store is in this process already.
+        local_cache: std::time::Duration::ZERO,
+        ..args.http.config().map_err(anyhow::Error::msg)?
+    };
+    let app = App::new(store.clone(), index, metrics, config);
     let tls = args.http.tls().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "serve", tls.is_some());

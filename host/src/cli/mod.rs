@@ -183,6 +183,13 @@ pub struct HttpArgs {
     #[arg(long, env = "HTTPSD_RELOAD_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     pub reload_cooldown: Duration,
 
+    /// `httpsd server`: keep answers polled more than once a second in the process for
+    /// this long, so a hot path costs one Redis round trip per this instead of one per
+    /// request. Writes and reloads reach every server's copy at once through Redis
+    /// pub/sub; nothing is served past --cache-seconds. 0 turns it off.
+    #[arg(long, env = "HTTPSD_LOCAL_CACHE", default_value = "1s", value_parser = parse_duration)]
+    pub local_cache: Duration,
+
     /// A TOML file of credentials (basic users, bearer tokens) for /targets, the admin
     /// page with debug, reload and /metrics, each separately (see docs/SECURITY.md).
     /// Without it, everything is open.
@@ -230,6 +237,7 @@ impl HttpArgs {
             refresh_ahead: self.refresh_ahead.clamp(0.0, 1.0),
             wait_on_miss: self.wait_on_miss,
             reload_cooldown: self.reload_cooldown,
+            local_cache: self.local_cache,
         })
     }
 }

@@ -126,6 +126,12 @@ impl ComponentCache {
 
     /// The generator at `path`, compiled and with its manifest applied.
     pub async fn load(&self, path: &Path) -> Result<Arc<Loaded>, GenError> {
+        self.load_with_origin(path).await.map(|(loaded, _)| loaded)
+    }
+
+    /// Like [`load`](Self::load), and where the compiled code came from this time
+    /// ([`Origin::Memory`] when this process already had it).
+    pub async fn load_with_origin(&self, path: &Path) -> Result<(Arc<Loaded>, Origin), GenError> {
         let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
         let manifest_path = Manifest::path_for(path);
         let wasm_stamp = Stamp::of(path)
@@ -135,7 +141,7 @@ impl ComponentCache {
             .map_err(|e| load_err(format!("cannot stat {}: {e}", manifest_path.display())))?;
 
         if let Some(hit) = self.lookup(path, wasm_stamp, manifest_stamp) {
-            return Ok(hit);
+            return Ok((hit, Origin::Memory));
         }
 
         let started = Instant::now();
@@ -175,7 +181,7 @@ impl ComponentCache {
             load_time: started.elapsed(),
         });
         self.remember(path, wasm_stamp, manifest_stamp, loaded.clone());
-        Ok(loaded)
+        Ok((loaded, origin))
     }
 
     fn lookup(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>) -> Option<Arc<Loaded>> {

@@ -74,6 +74,14 @@ pub struct RunStats {
     /// loading failed before they were known). The admin page shows them per generator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// CPU time the run took on this host (the guest and the host's work for it, such
+    /// as rendering a traceback), measured per poll: what the low-priority lane judges.
+    #[serde(serialize_with = "as_millis")]
+    pub cpu: Duration,
+    /// Of which loading the component (reading, deserialising and linking it on first
+    /// use in this process): not the generator's doing, so not judged.
+    #[serde(skip)]
+    pub load_cpu: Duration,
     /// It ran in the low-priority lane (it had recently run into its limits), which
     /// is why a busy worker may have stopped it at its wall-clock limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -183,19 +191,31 @@ impl Runtime {
         params: &[(String, String)],
     ) -> RunReport {
         let report = match self.quarantine.lane(path) {
-            None => self.run(path, params).await,
+            None => {
+                let (mut report, cpu) = quarantine::CpuTimed::new(self.run(path, params)).await;
+                report.stats.cpu = cpu.saturating_sub(report.stats.load_cpu);
+                report
+            }
             Some(lane) => {
                 let (runtime, owned_path, params) =
                     (self.clone(), path.to_path_buf(), params.to_vec());
-                let task = lane.spawn(async move { runtime.run(&owned_path, &params).await });
-                let mut report = task.await.unwrap_or_else(|e| RunReport {
-                    result: Err(GenError::host(
-                        ErrorKind::Trap,
-                        path,
-                        format!("low-priority run failed: {e}"),
-                    )),
-                    stats: RunStats::default(),
-                });
+                let task = lane.spawn(quarantine::CpuTimed::new(async move {
+                    runtime.run(&owned_path, &params).await
+                }));
+                let mut report = match task.await {
+                    Ok((mut report, cpu)) => {
+                        report.stats.cpu = cpu.saturating_sub(report.stats.load_cpu);
+                        report
+                    }
+                    Err(e) => RunReport {
+                        result: Err(GenError::host(
+                            ErrorKind::Trap,
+                            path,
+                            format!("low-priority run failed: {e}"),
+                        )),
+                        stats: RunStats::default(),
+                    },
+                };
                 report.stats.low_priority = true;
                 report
             }
@@ -254,14 +274,16 @@ impl Runtime {
         let started = Instant::now();
         let mut stats = RunStats::default();
         let _permit = self.permits.acquire().await;
-        let loaded = match self.cache.load(path).await {
+        let (loaded, load_cpu) = quarantine::CpuTimed::new(self.cache.load_with_origin(path)).await;
+        stats.load_cpu = load_cpu;
+        let (loaded, origin) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 stats.duration = started.elapsed();
                 return (Err(e), stats, Limits::default());
             }
         };
-        stats.origin = Some(loaded.origin);
+        stats.origin = Some(origin);
         let limits = loaded.limits;
         stats.limits = Some(limits);
         // Read at every run, so a rotated secret file is picked up without a reload.

@@ -1,7 +1,7 @@
 //! Fair shares for expensive generators: one whose last run ran into its fuel,
-//! wall-clock or memory limit, used most of its fuel, or took longer than
-//! [`SLOW_RUN`] runs on a thread of its own at the lowest CPU priority, so it cannot
-//! starve the other generators of this process.
+//! wall-clock or memory limit, used most of its fuel, or took more than [`SLOW_RUN`]
+//! of CPU runs on a thread of its own at the lowest CPU priority, so it cannot starve
+//! the other generators of this process.
 //!
 //! Limits bound what one run may cost, but not what many runs cost together: ten
 //! generators spinning to their fuel limit on a 2-core worker, rerun as Prometheus
@@ -14,10 +14,12 @@
 //! limit rather than at its fuel limit. One cheap run (under [`SLOW_RUN`], less than
 //! half its fuel, no limit hit) lets it out again.
 //!
-//! Time counts, not only fuel: a trap deep in a guest costs the host far more than the
-//! guest's fuel shows (rendering a 60-frame traceback with DWARF line numbers), and so
-//! does checking a huge output. A generator that is slow because it waits (on an
-//! inventory API, say) loses nothing at low priority: it needs little CPU.
+//! CPU time counts, not only fuel: a trap deep in a guest costs the host far more than
+//! the guest's fuel shows (rendering a 60-frame traceback with DWARF line numbers), and
+//! so does checking a huge output. It is the run's own CPU time ([`CpuTimed`]), not
+//! its wall-clock time: on a machine busy with other work every run takes longer, and
+//! judging by the clock would send healthy generators to the lane, where they would be
+//! slower still.
 //!
 //! The verdicts are per process (each worker learns on its own) and expire after
 //! [`HOLD`], so a generator that was fixed is back to normal priority without a run.
@@ -31,8 +33,10 @@ use std::time::{Duration, Instant};
 /// How long a generator stays in quarantine after its last expensive run.
 pub const HOLD: Duration = Duration::from_secs(600);
 
-/// A run longer than this (load, instantiation, call and validation) is expensive.
-/// Healthy generators take microseconds to a few milliseconds once compiled.
+/// A run that took more CPU than this (instantiation, call, validation, and the
+/// host's work for a failure) is expensive. Healthy generators take microseconds to a
+/// few milliseconds. Loading the component is not counted (`RunStats::cpu` leaves it
+/// out; compiling happens on a blocking thread anyway).
 pub const SLOW_RUN: Duration = Duration::from_millis(100);
 
 /// Nice value of the quarantine thread: the lowest priority Linux has.
@@ -100,11 +104,64 @@ fn is_expensive(report: &RunReport) -> bool {
     {
         return true;
     }
-    if report.stats.duration > SLOW_RUN {
+    // `cpu` leaves out loading the component (the first run in a process pays for
+    // reading and linking it).
+    if report.stats.cpu > SLOW_RUN {
         return true;
     }
     let budget = report.stats.limits.map_or(0, |l| l.fuel);
     budget > 0 && report.stats.fuel_used > budget / 2
+}
+
+/// A future that also returns the CPU time its polls took, summed over every thread
+/// that polled it (a task may move between the runtime's threads).
+pub struct CpuTimed<F> {
+    inner: std::pin::Pin<Box<F>>,
+    spent: Duration,
+}
+
+impl<F: std::future::Future> CpuTimed<F> {
+    pub fn new(inner: F) -> Self {
+        CpuTimed {
+            inner: Box::pin(inner),
+            spent: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CpuTimed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let before = thread_cpu_time();
+        let poll = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu_time().saturating_sub(before);
+        self.spent += spent;
+        let total = self.spent;
+        poll.map(|out| (out, total))
+    }
+}
+
+/// CPU time of the calling thread so far.
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_time() -> Duration {
+    Duration::ZERO
 }
 
 /// Starts the quarantine thread: a single-threaded runtime at the lowest priority,
@@ -167,7 +224,7 @@ mod tests {
         timed(error, fuel_used, Duration::from_millis(1))
     }
 
-    fn timed(error: Option<ErrorKind>, fuel_used: u64, duration: Duration) -> RunReport {
+    fn timed(error: Option<ErrorKind>, fuel_used: u64, cpu: Duration) -> RunReport {
         let path = Path::new("g.wasm");
         RunReport {
             result: match error {
@@ -176,7 +233,9 @@ mod tests {
             },
             stats: RunStats {
                 fuel_used,
-                duration,
+                cpu,
+                // Wall-clock time does not count: a busy machine slows every run.
+                duration: Duration::from_secs(5),
                 limits: Some(Limits {
                     fuel: 1000,
                     ..Limits::default()
@@ -209,7 +268,8 @@ mod tests {
         q.record(g, &report(Some(ErrorKind::Memory), 1));
         assert_eq!(q.held(), 1);
         q.record(g, &report(None, 1));
-        // A slow run counts, whatever its fuel (a trap whose traceback is expensive).
+        // A run that took CPU counts, whatever its fuel (a trap whose traceback is
+        // expensive to render).
         q.record(
             g,
             &timed(Some(ErrorKind::Trap), 1, Duration::from_millis(300)),

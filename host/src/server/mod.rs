@@ -9,6 +9,8 @@
 //! - [`auth`]: optional basic and bearer authentication, per area.
 //! - [`connection`]: HTTP/1.1 on each connection, with header and idle timeouts.
 //! - [`listener`]: the connection limit and the write timeout.
+//! - [`local`]: hot entries kept in the process for a second, kept coherent through
+//!   Redis pub/sub.
 //! - [`tls`]: HTTPS from PEM files, handshakes off the accept loop.
 //! - [`prepared`]: a memo of recently requested URLs for the hit path.
 
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod connection;
 pub mod debug;
 pub mod listener;
+pub mod local;
 pub mod prepared;
 pub mod request;
 pub mod targets;
@@ -51,6 +54,8 @@ pub struct ServerConfig {
     pub reload_cooldown: Duration,
     /// Who may use what (`--auth-file`); open by default.
     pub auth: Arc<auth::Auth>,
+    /// How long hot entries are kept in this process (`--local-cache`; zero: never).
+    pub local_cache: Duration,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             wait_on_miss: Duration::ZERO,
             reload_cooldown: Duration::from_secs(10),
             auth: Arc::default(),
+            local_cache: Duration::ZERO,
         }
     }
 }
@@ -86,6 +92,9 @@ pub struct App<S> {
     /// `<url_prefix>/targets`.
     targets_route: String,
     prepared: prepared::PreparedMemo,
+    /// Hot entries (see [`local`]); off unless `config.local_cache` is set and
+    /// [`local::subscribe`] keeps it live.
+    pub local: Arc<local::LocalCache>,
 }
 
 impl<S: Store> App<S> {
@@ -97,6 +106,7 @@ impl<S: Store> App<S> {
     ) -> Arc<App<S>> {
         Arc::new(App {
             targets_route: format!("{}/targets", config.url_prefix),
+            local: Arc::new(local::LocalCache::new(config.local_cache)),
             store,
             index,
             metrics,

@@ -136,9 +136,23 @@ async fn answer<S: Store>(
     fingerprint: &str,
 ) -> (&'static str, Response) {
     let ops = &app.metrics.cache_operations;
-    let entry = match app.store.get_entry(&req.full_path).await {
-        Ok(e) => e,
-        Err(e) => return ("fail", store_unavailable(app, "get", &e)),
+    let entry = match app.local.get(&req.full_path) {
+        Some(bytes) => {
+            app.metrics.local_cache_hits.inc();
+            Some(bytes)
+        }
+        None => {
+            let epoch = app.local.epoch();
+            match app.store.get_entry(&req.full_path).await {
+                Ok(e) => {
+                    if let Some(bytes) = &e {
+                        app.local.insert(&req.full_path, bytes.clone(), epoch);
+                    }
+                    e
+                }
+                Err(e) => return ("fail", store_unavailable(app, "get", &e)),
+            }
+        }
     };
     if let Some(bytes) = entry {
         match judge(app, &bytes, fingerprint) {
@@ -324,6 +338,9 @@ async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
         Ok(Err(CoolingDown(left))) => return cooling_down(req, left),
         Err(e) => return store_unavailable(app, "reload", &e),
     };
+    // This server's copy goes at once; the others' when the script's publication
+    // reaches them.
+    app.local.invalidate(&req.full_path);
     if outcome.enqueued {
         app.metrics
             .jobs_enqueued

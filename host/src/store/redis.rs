@@ -351,6 +351,11 @@ impl RedisStore {
         })
     }
 
+    /// The client, for connections of other kinds (the local cache's subscription).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// `": <why the last connection attempt failed>"`, or nothing.
     fn last_cause(&self) -> String {
         let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());

@@ -4,6 +4,8 @@
 -- lease, httpsd:attempts:<sha1> how often it was taken, httpsd:run:<full_path> the last
 -- run's report. A job's id is the sha1 of its exact bytes in the lists.
 local PREFIX = 'httpsd:'
+-- The channel of server/local.rs: the full_path of every entry written or deleted.
+local INVALIDATE = 'httpsd:invalidate'
 local function marker_key(full_path) return PREFIX .. 'job:' .. full_path end
 local function lease_key(id) return PREFIX .. 'lease:' .. id end
 local function attempts_key(id) return PREFIX .. 'attempts:' .. id end

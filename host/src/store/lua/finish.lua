@@ -24,6 +24,8 @@ for i = 7, #ARGV, 7 do
   elseif kind == '1' then
     redis.call('DEL', lease_key(id), attempts_key(id), 'error:' .. fp)
     redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
+    -- Servers' local caches drop their copy (server/local.rs).
+    redis.call('PUBLISH', INVALIDATE, fp)
   else
     redis.call('DEL', lease_key(id), attempts_key(id))
     if kind == '0' then

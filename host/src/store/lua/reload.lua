@@ -14,6 +14,8 @@ if tonumber(ARGV[5]) > 0 then
 end
 local cache = redis.call('DEL', fp)
 local err = redis.call('DEL', 'error:' .. fp)
+-- Servers' local caches drop their copy (server/local.rs).
+redis.call('PUBLISH', INVALIDATE, fp)
 redis.call('DEL', PREFIX .. 'retry:' .. fp)
 local marker = marker_key(fp)
 local enqueued = 1
