@@ -88,6 +88,9 @@ async fn check_store<S: Store>(store: &S) {
     }
 }
 
+/// Open connections the worker's metrics endpoint allows (scrapers and probes).
+const METRICS_CONNECTION_LIMIT: usize = 64;
+
 /// `httpsd server DIR`.
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let tree = open_tree(&args.dir)?;
@@ -157,7 +160,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     // scrapers cannot pile up on the worker either.
     let metrics_server = tokio::spawn(server::serve(
         listener,
-        64,
+        METRICS_CONNECTION_LIMIT,
         server::connection::Timeouts::default(),
         None,
         metrics_app,

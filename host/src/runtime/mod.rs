@@ -190,12 +190,13 @@ impl Runtime {
         path: &Path,
         params: &[(String, String)],
     ) -> RunReport {
+        // The run's own CPU: what its polls took, less loading the component.
+        let charged = |(mut report, cpu): (RunReport, Duration)| {
+            report.stats.cpu = cpu.saturating_sub(report.stats.load_cpu);
+            report
+        };
         let report = match self.quarantine.lane(path) {
-            None => {
-                let (mut report, cpu) = quarantine::CpuTimed::new(self.run(path, params)).await;
-                report.stats.cpu = cpu.saturating_sub(report.stats.load_cpu);
-                report
-            }
+            None => charged(quarantine::CpuTimed::new(self.run(path, params)).await),
             Some(lane) => {
                 let (runtime, owned_path, params) =
                     (self.clone(), path.to_path_buf(), params.to_vec());
@@ -203,10 +204,7 @@ impl Runtime {
                     runtime.run(&owned_path, &params).await
                 }));
                 let mut report = match task.await {
-                    Ok((mut report, cpu)) => {
-                        report.stats.cpu = cpu.saturating_sub(report.stats.load_cpu);
-                        report
-                    }
+                    Ok(timed) => charged(timed),
                     Err(e) => RunReport {
                         result: Err(GenError::host(
                             ErrorKind::Trap,
@@ -222,11 +220,6 @@ impl Runtime {
         };
         self.quarantine.record(path, &report);
         report
-    }
-
-    /// Generators whose runs go to the low-priority lane now.
-    pub fn quarantined(&self) -> usize {
-        self.quarantine.held()
     }
 
     /// The parameter sets `httpsd check` should run `path` with: the manifest's

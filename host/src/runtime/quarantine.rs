@@ -88,8 +88,9 @@ impl Quarantine {
         }
     }
 
-    /// Generators in quarantine now (for tests and the log).
-    pub fn held(&self) -> usize {
+    /// Generators in quarantine now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
         let now = Instant::now();
         let map = self.held.lock().unwrap_or_else(|p| p.into_inner());
         map.values().filter(|until| **until > now).count()

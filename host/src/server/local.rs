@@ -101,7 +101,8 @@ impl LocalCache {
     /// Keeps `bytes`, fetched after [`epoch`](Self::epoch) returned `epoch`, unless an
     /// invalidation came in meanwhile (the fetch may have read what it invalidated).
     pub fn insert(&self, full_path: &str, bytes: Bytes, epoch: u64) {
-        if !self.is_enabled() || !self.live.load(Ordering::Acquire) {
+        // Never live when disabled (`set_live`).
+        if !self.live.load(Ordering::Acquire) {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
