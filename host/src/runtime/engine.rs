@@ -72,11 +72,21 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("httpsd-epoch".into())
             .spawn(move || {
+                // The epoch follows the clock, not the count of sleeps: each sleep
+                // overshoots (more so on a busy machine), and a drifting epoch let a
+                // guest whose HTTP wait was cut just past its deadline return before the
+                // epoch deadline stopped it, without its traceback.
+                let started = std::time::Instant::now();
+                let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    let due = started.elapsed().as_nanos() / EPOCH_TICK.as_nanos();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
                     }
                 }
             })?;
