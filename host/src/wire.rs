@@ -265,6 +265,30 @@ impl<'a> EntryView<'a> {
     }
 }
 
+/// A cache entry parsed once, owning what the hit path needs: the server's local cache
+/// keeps these, so a hit it answers costs no parse at all, only reading a timestamp.
+#[derive(Debug)]
+pub struct ParsedEntry {
+    pub updated_timestamp: f64,
+    pub fingerprint: Option<Box<str>>,
+    /// The `results` array as written: a slice of the fetched bytes, no copy.
+    pub results: bytes::Bytes,
+    /// Bytes of the whole entry as fetched (what keeping it costs in memory).
+    pub size: usize,
+}
+
+impl ParsedEntry {
+    pub fn parse(bytes: &bytes::Bytes) -> Result<ParsedEntry, serde_json::Error> {
+        let view = EntryView::parse(bytes)?;
+        Ok(ParsedEntry {
+            updated_timestamp: view.updated_timestamp,
+            fingerprint: view.fingerprint().map(Box::from),
+            results: bytes.slice_ref(view.results.as_bytes()),
+            size: bytes.len(),
+        })
+    }
+}
+
 /// `error_details` of `error:<full_path>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorDetails {

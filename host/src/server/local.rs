@@ -3,8 +3,9 @@
 //! instead of one per request.
 //!
 //! It only saves the trip to Redis; it does not change what is served. An entry is
-//! kept as the exact bytes Redis holds, and every request still judges them by their
-//! own `updated_timestamp` (fresh, refresh-ahead, expired), so nothing older than
+//! kept as Redis holds it, parsed once ([`ParsedEntry`]: the `results` bytes as they
+//! are, the timestamp and fingerprint), and every request still judges it by its own
+//! `updated_timestamp` (fresh, refresh-ahead, expired), so nothing older than
 //! `--cache-seconds` is ever served. What it could get wrong is an entry that changed
 //! in Redis meanwhile (a worker wrote a new answer, a reload deleted it). For that:
 //!
@@ -20,8 +21,9 @@
 //! - nothing is kept longer than `--local-cache`, which bounds staleness in a mixed
 //!   fleet whose old prometheus-http-sd workers publish nothing.
 
-use bytes::Bytes;
+use crate::wire::ParsedEntry;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ pub struct LocalCache {
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, (Bytes, Instant)>,
+    map: HashMap<String, (Arc<ParsedEntry>, Instant)>,
     bytes: usize,
     /// Inserts since expired entries were last swept out.
     inserts: usize,
@@ -57,7 +59,7 @@ const SWEEP_EVERY: usize = 1024;
 impl Entries {
     fn sweep(&mut self, ttl: Duration) {
         self.map.retain(|_, (_, at)| at.elapsed() < ttl);
-        self.bytes = self.map.values().map(|(b, _)| b.len()).sum();
+        self.bytes = self.map.values().map(|(e, _)| e.size).sum();
         self.inserts = 0;
     }
 }
@@ -84,13 +86,13 @@ impl LocalCache {
     }
 
     /// The entry of `full_path`, if kept and younger than the TTL.
-    pub fn get(&self, full_path: &str) -> Option<Bytes> {
+    pub fn get(&self, full_path: &str) -> Option<Arc<ParsedEntry>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let (bytes, at) = entries.map.get(full_path)?;
-        (at.elapsed() < self.ttl).then(|| bytes.clone())
+        let (entry, at) = entries.map.get(full_path)?;
+        (at.elapsed() < self.ttl).then(|| entry.clone())
     }
 
     /// Call before fetching from Redis; pass the result to [`insert`](Self::insert).
@@ -98,9 +100,9 @@ impl LocalCache {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Keeps `bytes`, fetched after [`epoch`](Self::epoch) returned `epoch`, unless an
+    /// Keeps `entry`, fetched after [`epoch`](Self::epoch) returned `epoch`, unless an
     /// invalidation came in meanwhile (the fetch may have read what it invalidated).
-    pub fn insert(&self, full_path: &str, bytes: Bytes, epoch: u64) {
+    pub fn insert(&self, full_path: &str, entry: Arc<ParsedEntry>, epoch: u64) {
         // Never live when disabled (`set_live`).
         if !self.live.load(Ordering::Acquire) {
             return;
@@ -110,18 +112,18 @@ impl LocalCache {
             return;
         }
         entries.inserts += 1;
-        if entries.inserts >= SWEEP_EVERY || entries.bytes + bytes.len() > MAX_BYTES {
+        if entries.inserts >= SWEEP_EVERY || entries.bytes + entry.size > MAX_BYTES {
             entries.sweep(self.ttl);
-            if entries.bytes + bytes.len() > MAX_BYTES {
+            if entries.bytes + entry.size > MAX_BYTES {
                 return;
             }
         }
-        entries.bytes += bytes.len();
+        entries.bytes += entry.size;
         if let Some((old, _)) = entries
             .map
-            .insert(full_path.to_string(), (bytes, Instant::now()))
+            .insert(full_path.to_string(), (entry, Instant::now()))
         {
-            entries.bytes -= old.len();
+            entries.bytes -= old.size;
         }
     }
 
@@ -130,7 +132,7 @@ impl LocalCache {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some((old, _)) = entries.map.remove(full_path) {
-            entries.bytes -= old.len();
+            entries.bytes -= old.size;
         }
     }
 
@@ -194,43 +196,53 @@ pub async fn subscribe(client: redis::Client, cache: std::sync::Arc<LocalCache>)
 mod tests {
     use super::*;
 
+    /// An entry whose results are `results`.
+    fn entry(results: &str) -> Arc<ParsedEntry> {
+        let raw = format!(r#"{{"updated_timestamp":1.0,"results":{results}}}"#);
+        Arc::new(ParsedEntry::parse(&bytes::Bytes::from(raw)).unwrap())
+    }
+
+    fn results(e: Option<Arc<ParsedEntry>>) -> Option<String> {
+        e.map(|e| String::from_utf8_lossy(&e.results).into_owned())
+    }
+
     #[test]
     fn serves_only_while_live_fresh_and_not_invalidated() {
         let c = LocalCache::new(Duration::from_secs(60));
         let e = c.epoch();
-        c.insert("/targets/a?", Bytes::from_static(b"x"), e);
-        assert_eq!(c.get("/targets/a?"), None, "not live yet: nothing kept");
+        c.insert("/targets/a?", entry("[\"x\"]"), e);
+        assert!(c.get("/targets/a?").is_none(), "not live yet: nothing kept");
         c.set_live(true);
         let e = c.epoch();
-        c.insert("/targets/a?", Bytes::from_static(b"x"), e);
-        assert_eq!(c.get("/targets/a?").as_deref(), Some(&b"x"[..]));
+        c.insert("/targets/a?", entry("[\"x\"]"), e);
+        assert_eq!(results(c.get("/targets/a?")).as_deref(), Some(r#"["x"]"#));
         c.invalidate("/targets/a?");
-        assert_eq!(c.get("/targets/a?"), None);
+        assert!(c.get("/targets/a?").is_none());
         // A fetch that started before an invalidation is not kept.
         let e = c.epoch();
         c.invalidate("/targets/other?");
-        c.insert("/targets/a?", Bytes::from_static(b"old"), e);
-        assert_eq!(c.get("/targets/a?"), None);
+        c.insert("/targets/a?", entry("[\"old\"]"), e);
+        assert!(c.get("/targets/a?").is_none());
         // Losing the subscription empties and bypasses it.
         let e = c.epoch();
-        c.insert("/targets/a?", Bytes::from_static(b"y"), e);
+        c.insert("/targets/a?", entry("[\"y\"]"), e);
         c.set_live(false);
-        assert_eq!(c.get("/targets/a?"), None);
+        assert!(c.get("/targets/a?").is_none());
         c.set_live(true);
-        assert_eq!(c.get("/targets/a?"), None);
+        assert!(c.get("/targets/a?").is_none());
     }
 
     #[test]
     fn entries_expire_and_off_keeps_nothing() {
         let c = LocalCache::new(Duration::from_millis(20));
         c.set_live(true);
-        c.insert("/targets/a?", Bytes::from_static(b"x"), c.epoch());
+        c.insert("/targets/a?", entry("[\"x\"]"), c.epoch());
         assert!(c.get("/targets/a?").is_some());
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(c.get("/targets/a?"), None);
+        assert!(c.get("/targets/a?").is_none());
         let off = LocalCache::off();
         off.set_live(true);
-        off.insert("/targets/a?", Bytes::from_static(b"x"), off.epoch());
-        assert_eq!(off.get("/targets/a?"), None);
+        off.insert("/targets/a?", entry("[\"x\"]"), off.epoch());
+        assert!(off.get("/targets/a?").is_none());
     }
 }

@@ -95,6 +95,7 @@ pub struct App<S> {
     /// Hot entries (see [`local`]); off unless `config.local_cache` is set and
     /// [`local::subscribe`] keeps it live.
     pub local: Arc<local::LocalCache>,
+    cache_ops: targets::CacheOps,
 }
 
 impl<S: Store> App<S> {
@@ -107,6 +108,7 @@ impl<S: Store> App<S> {
         Arc::new(App {
             targets_route: format!("{}/targets", config.url_prefix),
             local: Arc::new(local::LocalCache::new(config.local_cache)),
+            cache_ops: targets::CacheOps::new(&metrics),
             store,
             index,
             metrics,

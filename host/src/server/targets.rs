@@ -17,13 +17,15 @@ use super::prepared::Prepared;
 use super::request::{self, RequestError};
 use super::{App, json, json_error};
 use crate::clock::now_unix;
+use crate::metrics::Metrics;
 use crate::store::{CoolingDown, NewJob, Store};
 use crate::targets::TreeError;
-use crate::wire::{EntryView, TargetRequest};
+use crate::wire::{ParsedEntry, TargetRequest};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use prometheus::IntCounter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,36 +137,37 @@ async fn answer<S: Store>(
     req: &TargetRequest,
     fingerprint: &str,
 ) -> (&'static str, Response) {
-    let ops = &app.metrics.cache_operations;
+    let ops = &app.cache_ops;
     let entry = match app.local.get(&req.full_path) {
-        Some(bytes) => {
+        Some(entry) => {
             app.metrics.local_cache_hits.inc();
-            Some(bytes)
+            Some(entry)
         }
         None => {
             let epoch = app.local.epoch();
             match app.store.get_entry(&req.full_path).await {
-                Ok(e) => {
-                    if let Some(bytes) = &e {
-                        app.local.insert(&req.full_path, bytes.clone(), epoch);
-                    }
-                    e
-                }
+                // Unreadable is treated as a miss: it is regenerated.
+                Ok(Some(bytes)) => parse_entry(&bytes).map(|entry| {
+                    let entry = Arc::new(entry);
+                    app.local.insert(&req.full_path, entry.clone(), epoch);
+                    entry
+                }),
+                Ok(None) => None,
                 Err(e) => return ("fail", store_unavailable(app, "get", &e)),
             }
         }
     };
-    if let Some(bytes) = entry {
-        match judge(app, &bytes, fingerprint) {
-            Judgement::Fresh { results, refresh } => {
-                ops.with_label_values(&["hit"]).inc();
+    if let Some(entry) = entry {
+        match judge(app, &entry, fingerprint) {
+            Judgement::Fresh { refresh } => {
+                ops.hit.inc();
                 if let Some(reason) = refresh {
                     enqueue_in_background(app, req, reason);
                 }
-                return ("success", targets_response(results));
+                return ("success", targets_response(entry.results.clone()));
             }
             Judgement::Expired => {
-                ops.with_label_values(&["expired"]).inc();
+                ops.expired.inc();
                 if let Err(e) = enqueue(app, req, "expired").await {
                     return ("fail", store_unavailable(app, "enqueue", &e));
                 }
@@ -173,10 +176,9 @@ async fn answer<S: Store>(
                 }
                 return ("cache-expired", unavailable("cache expired"));
             }
-            Judgement::Unreadable => {} // treated as a miss: regenerate it
         }
     }
-    ops.with_label_values(&["miss"]).inc();
+    ops.miss.inc();
     if let Err(e) = enqueue(app, req, "miss").await {
         return ("fail", store_unavailable(app, "enqueue", &e));
     }
@@ -186,32 +188,52 @@ async fn answer<S: Store>(
     ("cache-not-exist", unavailable("cache miss"))
 }
 
+/// The cache-operation counters of the hit path, resolved once (a label lookup hashes
+/// the label and takes a lock on every request).
+pub struct CacheOps {
+    hit: IntCounter,
+    miss: IntCounter,
+    expired: IntCounter,
+}
+
+impl CacheOps {
+    pub fn new(metrics: &Metrics) -> CacheOps {
+        let op = |name: &str| metrics.cache_operations.with_label_values(&[name]);
+        CacheOps {
+            hit: op("hit"),
+            miss: op("miss"),
+            expired: op("expired"),
+        }
+    }
+}
+
 enum Judgement {
-    /// Serve `results`; enqueue a refresh for `refresh` if set.
+    /// Serve the entry's results; enqueue a refresh for `refresh` if set.
     Fresh {
-        results: Bytes,
         refresh: Option<&'static str>,
     },
     Expired,
-    Unreadable,
 }
 
-fn judge<S: Store>(app: &App<S>, bytes: &Bytes, fingerprint: &str) -> Judgement {
-    let view = match EntryView::parse(bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!("unreadable cache entry, regenerating: {e}");
-            return Judgement::Unreadable;
-        }
-    };
-    let age = now_unix() - view.updated_timestamp;
+/// An entry as fetched, or `None` (logged) when it cannot be read: a miss.
+fn parse_entry(bytes: &Bytes) -> Option<ParsedEntry> {
+    ParsedEntry::parse(bytes)
+        .inspect_err(|e| tracing::warn!("unreadable cache entry, regenerating: {e}"))
+        .ok()
+}
+
+fn judge<S: Store>(app: &App<S>, entry: &ParsedEntry, fingerprint: &str) -> Judgement {
+    let age = now_unix() - entry.updated_timestamp;
     let config = &app.config;
     if age > config.cache_seconds {
         return Judgement::Expired;
     }
     let changed = config.generator_freshness
         && age > MIN_FRESHNESS_AGE
-        && view.fingerprint().is_some_and(|f| f != fingerprint);
+        && entry
+            .fingerprint
+            .as_deref()
+            .is_some_and(|f| f != fingerprint);
     let refresh = if changed {
         Some("generator-changed")
     } else if config.refresh_ahead > 0.0 && age > config.cache_seconds * config.refresh_ahead {
@@ -219,9 +241,7 @@ fn judge<S: Store>(app: &App<S>, bytes: &Bytes, fingerprint: &str) -> Judgement 
     } else {
         None
     };
-    // The results are a slice of the entry: no copy, no re-serialising.
-    let results = bytes.slice_ref(view.results.as_bytes());
-    Judgement::Fresh { results, refresh }
+    Judgement::Fresh { refresh }
 }
 
 fn targets_response(results: Bytes) -> Response {
@@ -314,13 +334,12 @@ async fn wait_for_result<S: Store>(
         tokio::time::sleep(step.min(deadline - now)).await;
         step = (step * 2).min(Duration::from_millis(50));
         if let Ok(Some(bytes)) = app.store.get_entry(&req.full_path).await
-            && let Judgement::Fresh { results, .. } = judge(app, &bytes, fingerprint)
+            && let Some(entry) = parse_entry(&bytes)
+            && let Judgement::Fresh { .. } = judge(app, &entry, fingerprint)
         {
-            app.metrics
-                .cache_operations
-                .with_label_values(&["hit"])
-                .inc();
-            return Some(results);
+            app.cache_ops.hit.inc();
+            // The results are a slice of the entry: no copy, no re-serialising.
+            return Some(entry.results);
         }
     }
 }
