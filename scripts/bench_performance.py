@@ -134,17 +134,18 @@ def build_tree(tree):
     put("cpu/bench-cpu.wasm", copy=component("bench_cpu"))
     # prometheus-http-sd's own kind of generator, for its worker: a Python file.
     put("python/gen.py", "def generate_targets(**kwargs):\n    return %s\n" % static_file(10))
-    # The examples, laid out as the demo lays them out (generators/demo-targets).
-    examples = {"static-nodes (Rust)": "demo/nodes", "regional-services (Rust)": "demo/services",
-                "rack-fleet (Rust, 3,840 targets)": "demo/fleet",
-                "legacy static files (JSON + YAML)": "demo/legacy"}
+    # The examples, laid out as scripts/demo lays them out: generators/demo-targets, with
+    # the components its `_components` file names copied in.
     demo = os.path.join(REPO, "generators/demo-targets")
-    put("demo/nodes/static-nodes.wasm", copy=component("static_nodes"))
-    put("demo/services/regional-services.wasm", copy=component("regional_services"))
-    put("demo/fleet/rack-fleet.wasm", copy=component("rack_fleet"))
-    put("demo/fleet/rack-fleet.toml", copy=os.path.join(demo, "fleet/rack-fleet.toml"))
-    for f in ["hosts.json", "switches.yaml"]:
-        put(f"demo/legacy/{f}", copy=os.path.join(demo, "legacy", f))
+    shutil.copytree(demo, os.path.join(tree, "demo"))
+    examples = {}
+    with open(os.path.join(demo, "_components")) as f:
+        for rel, crate in (line.split() for line in f if line.strip() and not line.startswith("#")):
+            put(f"demo/{rel}", copy=component(crate.replace("-", "_")))
+            examples[f"{crate} (Rust)"] = f"demo/{os.path.dirname(rel)}"
+    for d in sorted(os.listdir(demo)):
+        if os.path.isdir(os.path.join(demo, d)) and f"demo/{d}" not in examples.values():
+            examples[f"{d} (static files)"] = f"demo/{d}"
     for lang, file in [("Python", "static_nodes_py.wasm"), ("JavaScript", "static_nodes_js.wasm")]:
         built = os.path.join(LANGUAGES, file) if LANGUAGES else ""
         if built and os.path.exists(built):

@@ -270,7 +270,8 @@ impl<'a> EntryView<'a> {
 #[derive(Debug)]
 pub struct ParsedEntry {
     pub updated_timestamp: f64,
-    pub fingerprint: Option<Box<str>>,
+    /// A slice of the fetched bytes too: parsing allocates nothing per request.
+    pub fingerprint: Option<bytes::Bytes>,
     /// The `results` array as written: a slice of the fetched bytes, no copy.
     pub results: bytes::Bytes,
     /// Bytes of the whole entry as fetched (what keeping it costs in memory).
@@ -282,7 +283,7 @@ impl ParsedEntry {
         let view = EntryView::parse(bytes)?;
         Ok(ParsedEntry {
             updated_timestamp: view.updated_timestamp,
-            fingerprint: view.fingerprint().map(Box::from),
+            fingerprint: view.fingerprint().map(|f| bytes.slice_ref(f.as_bytes())),
             results: bytes.slice_ref(view.results.as_bytes()),
             size: bytes.len(),
         })

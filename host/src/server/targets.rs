@@ -233,7 +233,7 @@ fn judge<S: Store>(app: &App<S>, entry: &ParsedEntry, fingerprint: &str) -> Judg
         && entry
             .fingerprint
             .as_deref()
-            .is_some_and(|f| f != fingerprint);
+            .is_some_and(|f| f != fingerprint.as_bytes());
     let refresh = if changed {
         Some("generator-changed")
     } else if config.refresh_ahead > 0.0 && age > config.cache_seconds * config.refresh_ahead {
