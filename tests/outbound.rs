@@ -130,6 +130,42 @@ fn a_host_outside_the_allow_list_is_refused_before_any_connection() {
 }
 
 #[test]
+fn an_allowed_name_leading_to_loopback_needs_private_networks() {
+    // DNS rebinding: the allow-list names a host, its DNS (which the generator's author
+    // may control) points at the worker's own loopback. Refused before connecting,
+    // unless the manifest lists the range.
+    let api = Inventory::start(None);
+    let tree = Tree::new();
+    let url = format!("http://localhost:{}", api.port);
+    let allow = format!("localhost:{}", api.port);
+    inventory_generator(&tree, "rebound", &url, &allow, "");
+    inventory_generator(
+        &tree,
+        "listed",
+        &url,
+        &allow,
+        "private_networks = [\"127.0.0.0/8\", \"::1\"]\n",
+    );
+    let serve = Httpsd::serve(tree.root(), &[]);
+
+    let err = cached_error(serve.port, "/targets/rebound");
+    assert_ne!(
+        err["error_type"], "HttpDeniedError",
+        "the allow-list let it through: {err}"
+    );
+    let d = get(serve.port, "/targets/rebound?debug=true")
+        .unwrap()
+        .json();
+    let logs = d["debug_info"]["last_run"]["generators"][0]["logs"].to_string();
+    assert!(logs.contains("resolves to"), "{logs}");
+    assert!(logs.contains("private_networks"), "{logs}");
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    assert_eq!(targets(serve.port, "/targets/listed"), expected_groups());
+    assert!(!api.seen().is_empty());
+}
+
+#[test]
 fn a_slow_inventory_ends_in_a_timeout_with_the_guest_traceback() {
     let api = Inventory::start(None);
     let tree = Tree::new();

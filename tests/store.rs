@@ -4,12 +4,16 @@
 
 mod support;
 
+use httpsd::metrics::Metrics;
 use httpsd::store::{
-    CoolingDown, Finished, JobState, MemoryStore, NewJob, Outcome, RedisSettings, RedisStore,
-    Retention, Store, Taken,
+    CoolingDown, Finished, JobState, MemoryBounds, MemoryStore, NewJob, Outcome, RedisSettings,
+    RedisStore, Retention, Store, StoreError, Taken,
 };
 use httpsd::targets::TargetPath;
 use httpsd::wire::TargetRequest;
+use httpsd::worker::finisher::{self, Done};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::RedisServer;
 
@@ -130,8 +134,8 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     assert!(view.error.is_none(), "success removes the error");
 
     // Reload: clears both, enqueues; a second reload while queued does not; a reload
-    // while running marks the running job to run again when it ends (its result
-    // predates the reload), so the path never has two runs at once.
+    // while running marks the running job to run again when it ends (its result is
+    // still written), so the path never has two runs at once.
     let a4 = job("a", 4);
     let t_b = b_and_a2.iter().find(|t| t.raw != a2.raw).unwrap();
     s.finish(&[finished(&job("b", 1), t_b, error("b"))])
@@ -171,10 +175,14 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
             .unwrap();
     }
     assert_eq!(s.queue_lengths().await.unwrap(), (0, 1));
-    // The running job ends: its pre-reload result is not written, and it is queued
-    // again, once.
+    // The running job ends: its result is written (reloads cannot keep a path
+    // unanswered), and it is queued again, once.
     s.finish(&[finished(&a4, &t, entry("z"))]).await.unwrap();
-    assert!(s.get_entry(&a.full_path).await.unwrap().is_none());
+    let kept = s.get_entry(&a.full_path).await.unwrap();
+    assert!(
+        kept.is_some_and(|e| std::str::from_utf8(&e).unwrap().contains("\"z\"")),
+        "the run during the reloads is written"
+    );
     assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
     assert_eq!(
         s.debug_view(&a.full_path)
@@ -188,6 +196,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     assert_eq!(t.raw, a4.raw, "the same job, run again");
     s.finish(&[finished(&a4, &t, entry("z2"))]).await.unwrap();
     assert!(s.get_entry(&a.full_path).await.unwrap().is_some());
+    assert!(
+        std::str::from_utf8(&s.get_entry(&a.full_path).await.unwrap().unwrap())
+            .unwrap()
+            .contains("\"z2\""),
+        "the run after the reload replaces it"
+    );
     assert!(s.debug_view(&a.full_path).await.unwrap().job.is_none());
     // A fresh job for the path later on.
     let a10 = job("a", 10);
@@ -502,4 +516,470 @@ async fn redis_outage_is_an_error_then_recovers() {
     assert!(recovered, "the store did not recover after Redis came back");
     assert!(store.enqueue(&job("x", 2)).await.unwrap());
     assert_eq!(store.take("w", 1, NO_WAIT).await.unwrap().len(), 1);
+}
+
+/// A Redis store on `redis` (emptied first) with `max_value_bytes`.
+fn redis_store(redis: &RedisServer, retention: Retention, max_value_bytes: u64) -> RedisStore {
+    redis.flush();
+    RedisStore::new(
+        RedisSettings {
+            url: redis.url(),
+            max_value_bytes,
+            ..RedisSettings::default()
+        },
+        retention,
+    )
+    .unwrap()
+}
+
+/// Runs one job for `path` to the end with `outcome`.
+async fn write<S: Store>(s: &S, path: &str, outcome: Outcome) {
+    let j = job(path, 1);
+    assert!(s.enqueue(&j).await.unwrap(), "{path} enqueued");
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, j.raw);
+    s.finish(&[finished(&j, &t, outcome)]).await.unwrap();
+}
+
+async fn has_entry<S: Store>(s: &S, path: &str) -> bool {
+    s.get_entry(&job(path, 1).full_path)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// An entry of about `len` bytes.
+fn sized_entry(tag: &str, len: usize) -> Outcome {
+    let Outcome::Entry(mut bytes) = entry(tag) else {
+        unreachable!()
+    };
+    bytes.resize(len, b' ');
+    Outcome::Entry(bytes)
+}
+
+fn metric(metrics: &Metrics, line_start: &str) -> Option<f64> {
+    String::from_utf8(metrics.encode())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+/// Writes `outcome` for `path` as a job that was never queued (no marker involved).
+async fn put<S: Store>(s: &S, path: &str, outcome: Outcome) {
+    let j = job(path, 100);
+    let t = Taken {
+        raw: j.raw.clone(),
+        lease_id: format!("put-{path}"),
+        attempts: 1,
+    };
+    s.finish(&[finished(&j, &t, outcome)]).await.unwrap();
+}
+
+/// The memory store keeps at most `max_paths` paths: past it the least recently used
+/// (a cache hit counts as a use) goes, entry, error, run report and history together;
+/// a path with a job queued or running never does.
+#[tokio::test]
+async fn memory_store_evicts_least_recently_used_paths_by_count() {
+    let metrics = Metrics::new();
+    let s = MemoryStore::with_bounds(
+        Retention::default(),
+        MemoryBounds {
+            max_paths: 3,
+            ..MemoryBounds::default()
+        },
+    )
+    .with_metrics(metrics.memory_store());
+    put(&s, "a", entry("a")).await;
+    put(&s, "b", error("b")).await;
+    put(&s, "c", entry("c")).await;
+    assert_eq!(s.usage().paths, 3);
+    let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
+    assert!(b.error.is_some() && b.run.is_some() && !b.history.is_empty());
+    assert!(
+        has_entry(&s, "a").await,
+        "a read makes a the most recently used"
+    );
+    put(&s, "d", entry("d")).await;
+    let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
+    assert!(
+        b.entry.is_none() && b.error.is_none() && b.run.is_none() && b.history.is_empty(),
+        "the least recently used path goes whole"
+    );
+    for p in ["a", "c", "d"] {
+        assert!(has_entry(&s, p).await, "{p} is kept");
+    }
+    let usage = s.usage();
+    assert_eq!((usage.paths, usage.evictions), (3, 1));
+
+    // c gets a job; a and d are read: c is the least recently used, but while its job
+    // is queued it is passed over, and a goes instead.
+    let c2 = job("c", 2);
+    assert!(s.enqueue(&c2).await.unwrap());
+    for p in ["a", "d"] {
+        assert!(has_entry(&s, p).await);
+    }
+    put(&s, "e", entry("e")).await;
+    assert!(
+        has_entry(&s, "c").await,
+        "a path with a queued job is never evicted"
+    );
+    assert!(
+        !has_entry(&s, "a").await,
+        "the next least recently used went instead"
+    );
+    // The same while it runs.
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, c2.raw);
+    for p in ["d", "e"] {
+        assert!(has_entry(&s, p).await);
+    }
+    put(&s, "f", entry("f")).await;
+    assert!(
+        has_entry(&s, "c").await,
+        "a path with a running job is never evicted"
+    );
+    assert!(!has_entry(&s, "d").await);
+    s.finish(&[finished(&c2, &t, entry("c2"))]).await.unwrap();
+    let usage = s.usage();
+    assert_eq!((usage.paths, usage.evictions), (3, 3));
+    for p in ["c", "e", "f"] {
+        assert!(has_entry(&s, p).await, "{p} is kept");
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "httpsd_memory_store_evictions_total{reason=\"paths\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&metrics, "httpsd_memory_store_paths"),
+        Some(3.0),
+        "the gauge follows"
+    );
+    assert_eq!(
+        metric(&metrics, "httpsd_memory_store_bytes"),
+        Some(usage.bytes as f64)
+    );
+}
+
+/// The memory store keeps at most `max_bytes`: past it the least recently used paths
+/// go. One result larger than the whole bound is refused (its job fails alone) instead
+/// of evicting everything else.
+#[tokio::test]
+async fn memory_store_evicts_least_recently_used_paths_by_bytes() {
+    let metrics = Metrics::new();
+    let max_bytes = 40_000;
+    let s = MemoryStore::with_bounds(
+        Retention::default(),
+        MemoryBounds {
+            max_bytes,
+            ..MemoryBounds::default()
+        },
+    )
+    .with_metrics(metrics.memory_store());
+    for p in ["p1", "p2", "p3"] {
+        write(&s, p, sized_entry(p, 10_000)).await;
+    }
+    let before = s.usage();
+    assert_eq!(before.paths, 3);
+    assert!(
+        before.bytes > 30_000 && before.bytes <= max_bytes,
+        "{before:?}"
+    );
+    assert!(has_entry(&s, "p1").await, "a read refreshes p1");
+    write(&s, "p4", sized_entry("p4", 10_000)).await;
+    assert!(
+        !has_entry(&s, "p2").await,
+        "the least recently used path went"
+    );
+    for p in ["p1", "p3", "p4"] {
+        assert!(has_entry(&s, p).await, "{p} is kept");
+    }
+    let usage = s.usage();
+    assert!(usage.bytes <= max_bytes, "{usage:?}");
+    assert_eq!((usage.paths, usage.evictions), (3, 1));
+    assert_eq!(
+        metric(&metrics, "httpsd_memory_store_bytes"),
+        Some(usage.bytes as f64)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "httpsd_memory_store_evictions_total{reason=\"bytes\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Larger than the whole bound alone: refused, naming the job; nothing written and
+    // nothing evicted.
+    let huge = job("huge", 1);
+    assert!(s.enqueue(&huge).await.unwrap());
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    let small = job("small", 1);
+    assert!(s.enqueue(&small).await.unwrap());
+    let t_small = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    match s
+        .finish(&[
+            finished(&small, &t_small, entry("small")),
+            finished(&huge, &t, sized_entry("huge", 50_000)),
+        ])
+        .await
+    {
+        Err(StoreError::Refused { item: Some(1), .. }) => {}
+        other => panic!("an entry over the whole bound is refused: {other:?}"),
+    }
+    assert!(!has_entry(&s, "huge").await && !has_entry(&s, "small").await);
+    assert_eq!(s.usage(), usage, "a refused batch changes nothing");
+    for p in ["p1", "p3", "p4"] {
+        assert!(has_entry(&s, p).await, "{p} is kept");
+    }
+}
+
+/// One job whose result the store refuses (here: over the store's value limit) fails
+/// alone: the rest of its group is written, and it gets a small StoreRefusedError
+/// entry instead, without the group being retried for ever.
+async fn refused_write_fails_only_its_own_job<S: Store>(s: S) {
+    let s = Arc::new(s);
+    // A batch with an oversized value is refused as a whole, naming the job, before
+    // anything of it is written.
+    let x = job("x", 1);
+    let y = job("y", 1);
+    s.enqueue(&x).await.unwrap();
+    s.enqueue(&y).await.unwrap();
+    let t = s.take("w1", 2, NO_WAIT).await.unwrap();
+    let tx_ = t.iter().find(|t| t.raw == x.raw).unwrap();
+    let ty = t.iter().find(|t| t.raw == y.raw).unwrap();
+    match s
+        .finish(&[
+            finished(&x, tx_, entry("x")),
+            finished(&y, ty, sized_entry("y", 64 << 10)),
+        ])
+        .await
+    {
+        Err(StoreError::Refused {
+            item: Some(1),
+            reason,
+        }) => assert!(reason.contains("bytes"), "{reason}"),
+        other => panic!("an oversized value is refused: {other:?}"),
+    }
+    assert!(
+        !has_entry(&*s, "x").await,
+        "nothing of a refused batch is written"
+    );
+    s.finish(&[finished(&x, tx_, entry("x")), finished(&y, ty, entry("y"))])
+        .await
+        .unwrap();
+
+    // Through the worker's finisher: five jobs in one group, the third too large.
+    let jobs: Vec<NewJob> = (0..5).map(|n| job(&format!("r{n}"), 1)).collect();
+    for j in &jobs {
+        assert!(s.enqueue(j).await.unwrap());
+    }
+    let taken = s.take("w1", 8, NO_WAIT).await.unwrap();
+    assert_eq!(taken.len(), 5);
+    let in_flight = Arc::new(Mutex::new(
+        taken
+            .iter()
+            .map(|t| (t.lease_id.clone(), t.clone()))
+            .collect::<HashMap<_, _>>(),
+    ));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, j) in jobs.iter().enumerate() {
+        let t = taken.iter().find(|t| t.raw == j.raw).unwrap();
+        let outcome = if i == 2 {
+            sized_entry("big", 64 << 10)
+        } else {
+            entry(&format!("ok{i}"))
+        };
+        tx.send(Done {
+            worker_id: Arc::from("w1"),
+            finished: finished(j, t, outcome),
+        })
+        .unwrap();
+    }
+    drop(tx);
+    let metrics = Arc::new(Metrics::new());
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        finisher::run(s.clone(), metrics.clone(), in_flight.clone(), rx, stopped),
+    )
+    .await
+    .expect("a refused write is not retried for ever");
+    for (i, j) in jobs.iter().enumerate() {
+        let view = s.debug_view(&j.full_path).await.unwrap();
+        assert!(view.job.is_none(), "job {i} is done with");
+        if i == 2 {
+            continue;
+        }
+        let got = view
+            .entry
+            .expect("the healthy jobs of the group are written");
+        assert!(
+            std::str::from_utf8(&got)
+                .unwrap()
+                .contains(&format!("ok{i}"))
+        );
+    }
+    let refused = s.debug_view(&jobs[2].full_path).await.unwrap();
+    assert!(refused.entry.is_none(), "the refused result is not written");
+    let error_bytes = refused.error.expect("the refused job has an error entry");
+    assert!(
+        error_bytes.len() < 4096,
+        "a small one: {}",
+        error_bytes.len()
+    );
+    let error: serde_json::Value = serde_json::from_slice(&error_bytes).unwrap();
+    assert_eq!(error["status"], "error");
+    let details = &error["error_details"];
+    assert_eq!(details["error_type"], "StoreRefusedError", "{error}");
+    assert_eq!(details["path"], "r2");
+    assert_eq!(details["job_id"], "/targets/r2?:1700000000");
+    let message = details["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("refused") && message.contains(&(64 << 10).to_string()),
+        "{message}"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.history[0]).contains("StoreRefusedError"),
+        "the history says so too"
+    );
+    assert_eq!(s.queue_lengths().await.unwrap(), (0, 0));
+    assert!(in_flight.lock().unwrap().is_empty());
+    let processed = |status: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "httpsd_redis_worker_jobs_processed_total{{status=\"{status}\",worker_id=\"w1\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        (processed("success"), processed("failure")),
+        (Some(4.0), Some(1.0))
+    );
+}
+
+#[tokio::test]
+async fn memory_store_refused_write_fails_only_its_own_job() {
+    refused_write_fails_only_its_own_job(MemoryStore::with_bounds(
+        Retention::default(),
+        MemoryBounds {
+            max_value_bytes: 16 << 10,
+            ..MemoryBounds::default()
+        },
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn redis_store_refused_write_fails_only_its_own_job() {
+    let redis = RedisServer::start();
+    refused_write_fails_only_its_own_job(redis_store(&redis, Retention::default(), 16 << 10)).await;
+    // In the wire format's key, where the old tool's readers look too.
+    let error_len: i64 = redis.cmd(&["STRLEN", "error:/targets/r2?"]);
+    assert!(error_len > 0 && error_len < 4096, "{error_len}");
+}
+
+/// A client reloading a path while its job runs cannot keep it unanswered: the running
+/// job's result is written, and the job runs once more for the reload.
+async fn reload_while_running_keeps_the_result<S: Store>(s: S) {
+    let p = job("slow", 1);
+    assert!(s.enqueue(&p).await.unwrap());
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    for n in 2..6 {
+        let r = s
+            .reload(&job("slow", n), Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.enqueued, "{r:?}");
+    }
+    assert_eq!(
+        s.queue_lengths().await.unwrap(),
+        (0, 1),
+        "one run at a time"
+    );
+    s.finish(&[finished(&p, &t, entry("first"))]).await.unwrap();
+    let got = s.get_entry(&p.full_path).await.unwrap();
+    assert!(
+        got.is_some_and(|e| std::str::from_utf8(&e).unwrap().contains("first")),
+        "the finished run's result is served"
+    );
+    assert_eq!(
+        s.queue_lengths().await.unwrap(),
+        (1, 0),
+        "and the job runs again, once"
+    );
+    let view = s.debug_view(&p.full_path).await.unwrap();
+    assert_eq!(view.job.map(|j| j.state), Some(JobState::Queued));
+    assert_eq!(view.history.len(), 1, "the run is recorded");
+
+    // Reloaded again during the second run, which fails: its error is written too, and
+    // a third run follows.
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, p.raw);
+    let r = s
+        .reload(&job("slow", 7), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.cache_cleared && r.enqueued, "{r:?}");
+    s.finish(&[finished(&p, &t, error("second"))])
+        .await
+        .unwrap();
+    let view = s.debug_view(&p.full_path).await.unwrap();
+    assert!(
+        view.error
+            .is_some_and(|e| std::str::from_utf8(&e).unwrap().contains("second")),
+        "the failed run's error is written"
+    );
+    assert_eq!(view.job.map(|j| j.state), Some(JobState::Queued));
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    s.finish(&[finished(&p, &t, entry("third"))]).await.unwrap();
+    let view = s.debug_view(&p.full_path).await.unwrap();
+    assert!(view.entry.is_some() && view.error.is_none() && view.job.is_none());
+    assert_eq!(view.history.len(), 3);
+    assert_eq!(s.queue_lengths().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn memory_store_reload_while_running_keeps_the_result() {
+    reload_while_running_keeps_the_result(MemoryStore::new(Retention::default())).await;
+}
+
+#[tokio::test]
+async fn redis_store_reload_while_running_keeps_the_result() {
+    let redis = RedisServer::start();
+    reload_while_running_keeps_the_result(redis_store(
+        &redis,
+        Retention::default(),
+        httpsd::store::DEFAULT_MAX_VALUE_BYTES,
+    ))
+    .await;
+}
+
+/// Redis refusing a command (here: out of memory) is `Refused`, not `Unavailable`: the
+/// store answered, and retrying the same write will not help. The connection stays
+/// usable.
+#[tokio::test]
+async fn redis_refusal_is_typed_apart_from_an_outage() {
+    let redis = RedisServer::start();
+    let store = redis_store(&redis, Retention::default(), 16 << 10);
+    store.ping().await.unwrap();
+    redis.cmd::<()>(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cmd::<()>(&["CONFIG", "SET", "maxmemory", "1"]);
+    // take.lua's first command (LMOVE) may grow memory: refused. (A script whose first
+    // command is a write of any kind may go on past maxmemory: Redis cannot stop it
+    // half-way.)
+    match store.take("w1", 1, NO_WAIT).await {
+        Err(StoreError::Refused { item: None, reason }) => {
+            assert!(reason.contains("OOM"), "{reason}")
+        }
+        other => panic!("an out-of-memory Redis refuses: {other:?}"),
+    }
+    redis.cmd::<()>(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert!(store.enqueue(&job("oom", 1)).await.unwrap());
+    assert_eq!(store.queue_lengths().await.unwrap(), (1, 0));
 }

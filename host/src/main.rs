@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     httpsd::cli::init_logging(cli.log_level, cli.log_format);
+    commands::raise_fd_limit();
     match cli.command {
         // The server's threads are the seed's --threads; workers and check use one
         // thread per core.
@@ -30,5 +31,6 @@ fn main() -> std::process::ExitCode {
             runtime.block_on(httpsd::check::run(args))
         }
         Command::New(args) => commands::new(&args),
+        Command::CompileComponent(args) => args.run(),
     }
 }

@@ -5,11 +5,11 @@
 //! the server and the in-process workers, so one `/metrics` shows both.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One generator's metric handles, looked up once: a worker records five metrics per
 /// generator per job, and a label lookup hashes and locks each time.
@@ -20,6 +20,25 @@ pub struct GeneratorMetrics {
     pub targets: IntGauge,
     pub fuel: IntCounter,
     pub timeouts: IntCounter,
+    /// What runs cost the host: CPU (the guest's and the host's work for it), the
+    /// last run's guest memory, log lines dropped, outbound HTTP requests.
+    pub cpu: Counter,
+    pub memory_peak: IntGauge,
+    pub log_dropped: IntCounter,
+    pub http_requests: IntCounter,
+}
+
+/// The embedded store's metrics (`httpsd serve` only: registered when its store asks,
+/// so `server` and `worker` do not show them).
+#[derive(Clone)]
+pub struct MemoryStoreMetrics {
+    /// `{reason}`: paths (over --memory-store-max-paths), bytes (over
+    /// --memory-store-max-bytes).
+    pub evictions: IntCounterVec,
+    /// Bytes of entries, errors, run reports and histories held.
+    pub bytes: IntGauge,
+    /// Paths held.
+    pub paths: IntGauge,
 }
 
 /// Most generators whose handles are remembered; past that the memo starts over.
@@ -49,16 +68,37 @@ pub struct Metrics {
     pub generator_targets: IntGaugeVec,
     pub generator_fuel: IntCounterVec,
     pub generator_timeouts: IntCounterVec,
+    pub generator_cpu: CounterVec,
+    pub generator_memory_peak: IntGaugeVec,
+    pub generator_log_dropped: IntCounterVec,
+    pub generator_http_requests: IntCounterVec,
     /// `{reason}`: refresh-ahead, generator-changed, reload, miss, expired.
     pub jobs_enqueued: IntCounterVec,
     /// Jobs the reaper moved back to the queue after their worker vanished.
     pub jobs_requeued: IntCounterVec,
     /// `{operation}`: store failures seen by this process.
     pub store_errors: IntCounterVec,
+    memory_store: OnceLock<MemoryStoreMetrics>,
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn float_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(c.clone()))
         .expect("unique metric");
@@ -182,6 +222,30 @@ impl Metrics {
                 "Generator runs stopped by the fuel or wall-clock limit.",
                 &["generator"],
             ),
+            generator_cpu: float_counter(
+                &r,
+                "httpsd_generator_cpu_seconds_total",
+                "CPU time of a generator's runs on this host: the guest and the host's work for it (lifting, validating, rendering a traceback), without loading the component.",
+                &["generator"],
+            ),
+            generator_memory_peak: gauge(
+                &r,
+                "httpsd_generator_memory_peak_bytes",
+                "Linear memory a generator's last run held at its peak.",
+                &["generator"],
+            ),
+            generator_log_dropped: counter(
+                &r,
+                "httpsd_generator_log_lines_dropped_total",
+                "Guest log and stdout/stderr lines dropped past the run's max_log_bytes.",
+                &["generator"],
+            ),
+            generator_http_requests: counter(
+                &r,
+                "httpsd_generator_http_requests_total",
+                "Outbound HTTP requests a generator's runs made (refused ones included).",
+                &["generator"],
+            ),
             jobs_enqueued: counter(
                 &r,
                 "httpsd_jobs_enqueued_total",
@@ -202,7 +266,32 @@ impl Metrics {
             ),
             registry: r,
             generators: Mutex::new(HashMap::new()),
+            memory_store: OnceLock::new(),
         }
+    }
+
+    /// The memory store's handles, registered on the first call.
+    pub fn memory_store(&self) -> MemoryStoreMetrics {
+        self.memory_store
+            .get_or_init(|| MemoryStoreMetrics {
+                evictions: counter(
+                    &self.registry,
+                    "httpsd_memory_store_evictions_total",
+                    "Paths evicted from the memory store (httpsd serve), least recently used first, by the bound they were over.",
+                    &["reason"],
+                ),
+                bytes: plain_gauge(
+                    &self.registry,
+                    "httpsd_memory_store_bytes",
+                    "Bytes of entries, errors, run reports and histories held by the memory store (httpsd serve).",
+                ),
+                paths: plain_gauge(
+                    &self.registry,
+                    "httpsd_memory_store_paths",
+                    "Paths held by the memory store (httpsd serve).",
+                ),
+            })
+            .clone()
     }
 
     /// The handles of generator `name` (its path relative to the root).
@@ -221,6 +310,10 @@ impl Metrics {
             targets: self.generator_targets.with_label_values(&[name]),
             fuel: self.generator_fuel.with_label_values(&[name]),
             timeouts: self.generator_timeouts.with_label_values(&[name]),
+            cpu: self.generator_cpu.with_label_values(&[name]),
+            memory_peak: self.generator_memory_peak.with_label_values(&[name]),
+            log_dropped: self.generator_log_dropped.with_label_values(&[name]),
+            http_requests: self.generator_http_requests.with_label_values(&[name]),
         });
         memo.insert(name.to_string(), handles.clone());
         handles

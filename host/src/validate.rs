@@ -20,24 +20,43 @@ pub fn is_valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Checks label names, duplicate labels, empty targets and the output limits.
+/// Checks label names, duplicate labels, empty targets and the output limits, in one
+/// pass that is linear in the size of the output (a group with 100,000 labels must not
+/// cost the host 10^10 comparisons). The byte limit is on the JSON served, escapes
+/// included ([`TargetGroup::json_bytes`]).
 pub fn check_groups(groups: &[TargetGroup], limits: &Limits) -> Result<(), InvalidOutput> {
     let mut targets = 0u64;
-    let mut bytes = 2u64;
+    // The array's brackets, then each group and its separating comma.
+    let mut bytes = 1u64;
+    let mut seen = std::collections::HashSet::new();
     for (i, group) in groups.iter().enumerate() {
-        for (n, (name, _)) in group.labels.iter().enumerate() {
-            if !is_valid_label_name(name) {
-                return Err(InvalidOutput(format!(
-                    "target group {i} ({}): invalid label name {name:?}: Prometheus accepts [a-zA-Z_][a-zA-Z0-9_]*",
-                    describe(group)
-                )));
-            }
-            if group.labels[..n].iter().any(|(other, _)| other == name) {
-                return Err(InvalidOutput(format!(
-                    "target group {i} ({}): label {name:?} appears twice",
-                    describe(group)
-                )));
-            }
+        targets += group.targets.len() as u64;
+        if targets > limits.max_targets {
+            return Err(InvalidOutput(format!(
+                "output exceeds max_targets limit of {} (reached at target group {i})",
+                limits.max_targets
+            )));
+        }
+        bytes += group.json_bytes() as u64 + 1;
+        if bytes > limits.max_output_bytes {
+            return Err(InvalidOutput(format!(
+                "output exceeds max_output_bytes limit of {} as JSON (reached at target group {i})",
+                crate::units::format_size(limits.max_output_bytes)
+            )));
+        }
+        if let Some(name) = first_invalid_label(&group.labels) {
+            return Err(InvalidOutput(format!(
+                "target group {i} ({}): invalid label name {}: Prometheus accepts [a-zA-Z_][a-zA-Z0-9_]*",
+                describe(group),
+                shown(name)
+            )));
+        }
+        if let Some(name) = first_duplicate_label(&group.labels, &mut seen) {
+            return Err(InvalidOutput(format!(
+                "target group {i} ({}): label {} appears twice",
+                describe(group),
+                shown(name)
+            )));
         }
         if let Some(pos) = group.targets.iter().position(|t| t.trim().is_empty()) {
             return Err(InvalidOutput(format!(
@@ -45,29 +64,58 @@ pub fn check_groups(groups: &[TargetGroup], limits: &Limits) -> Result<(), Inval
                 describe(group)
             )));
         }
-        targets += group.targets.len() as u64;
-        bytes += group.approx_json_bytes() as u64;
-        if targets > limits.max_targets {
-            return Err(InvalidOutput(format!(
-                "output exceeds max_targets limit of {} (reached at target group {i})",
-                limits.max_targets
-            )));
-        }
-        if bytes > limits.max_output_bytes {
-            return Err(InvalidOutput(format!(
-                "output exceeds max_output_bytes limit of {} (reached at target group {i})",
-                crate::units::format_size(limits.max_output_bytes)
-            )));
-        }
     }
     Ok(())
+}
+
+fn first_invalid_label(labels: &[(String, String)]) -> Option<&str> {
+    labels
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| !is_valid_label_name(name))
+}
+
+/// The first label name that appears twice: a pairwise scan for the usual handful of
+/// labels, a set (reused across groups) beyond that.
+fn first_duplicate_label<'a>(
+    labels: &'a [(String, String)],
+    seen: &mut std::collections::HashSet<&'a str>,
+) -> Option<&'a str> {
+    const PAIRWISE: usize = 16;
+    if labels.len() <= PAIRWISE {
+        return labels.iter().enumerate().find_map(|(n, (name, _))| {
+            labels[..n]
+                .iter()
+                .any(|(other, _)| other == name)
+                .then_some(name.as_str())
+        });
+    }
+    seen.clear();
+    labels
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| !seen.insert(name))
+}
+
+/// A value for an error message: quoted, and cut short, since a guest decides how long
+/// it is and the message is stored, logged and shown.
+fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
 }
 
 /// A short description of a group for error messages: its first target.
 fn describe(group: &TargetGroup) -> String {
     match group.targets.first() {
-        Some(t) if group.targets.len() > 1 => format!("first target {t:?}"),
-        Some(t) => format!("target {t:?}"),
+        Some(t) if group.targets.len() > 1 => format!("first target {}", shown(t)),
+        Some(t) => format!("target {}", shown(t)),
         None => "no targets".to_string(),
     }
 }
@@ -211,6 +259,36 @@ mod tests {
         };
         let err = check_groups(&groups, &limits).unwrap_err().0;
         assert!(err.contains("max_output_bytes"), "{err}");
+    }
+
+    #[test]
+    fn byte_limit_is_on_the_escaped_json() {
+        // 100 control characters: 102 bytes raw, 602 as JSON.
+        let groups = vec![group(&["a:1"], &[("x", &"\u{1}".repeat(100))])];
+        let json = serde_json::to_vec(&groups).unwrap().len() as u64;
+        let at = |max_output_bytes| Limits {
+            max_output_bytes,
+            ..Limits::default()
+        };
+        assert!(check_groups(&groups, &at(json)).is_ok());
+        let err = check_groups(&groups, &at(json - 1)).unwrap_err().0;
+        assert!(err.contains("max_output_bytes"), "{err}");
+    }
+
+    #[test]
+    fn many_labels_are_checked_in_linear_time() {
+        let names: Vec<String> = (0..200_000).map(|i| format!("l{i}")).collect();
+        let mut labels: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        labels.push(("l0", "again"));
+        let groups = vec![group(&["a:1"], &labels)];
+        // Quadratic, this is 2*10^10 comparisons: minutes, not milliseconds.
+        let err = check_groups(&groups, &Limits::default()).unwrap_err().0;
+        assert!(err.contains("\"l0\" appears twice"), "{err}");
+        let long = "x".repeat(10_000);
+        let err = check_groups(&[group(&[&long], &[("bad-name", "v")])], &Limits::default())
+            .unwrap_err()
+            .0;
+        assert!(err.len() < 400, "messages stay short: {err}");
     }
 
     #[test]

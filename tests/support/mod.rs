@@ -145,6 +145,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+pub mod bomb;
 pub mod browser;
 pub mod certs;
 pub mod http;

@@ -125,10 +125,11 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// `httpsd worker DIR`.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let tree = open_tree(&args.dir)?;
-    let store = Arc::new(RedisStore::new(
-        args.redis.settings(),
-        args.pool.retention(),
-    )?);
+    let settings = crate::store::RedisSettings {
+        max_value_bytes: args.pool.max_value_bytes,
+        ..args.redis.settings()
+    };
+    let store = Arc::new(RedisStore::new(settings, args.pool.retention())?);
     check_store(&*store).await;
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(JobContext {
@@ -180,8 +181,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 /// `httpsd serve DIR`: the server and a worker pool in one process, memory store.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tree = open_tree(&args.dir)?;
-    let store = Arc::new(MemoryStore::new(args.pool.retention()));
     let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(
+        MemoryStore::with_bounds(
+            args.pool.retention(),
+            args.memory_store.bounds(args.pool.max_value_bytes),
+        )
+        .with_metrics(metrics.memory_store()),
+    );
     let index = PathIndex::new(tree, args.tree.tree_refresh);
     let ctx = Arc::new(JobContext {
         runtime: Arc::new(Runtime::new(args.pool.runtime.config())?),
@@ -200,7 +207,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     announce(&listener, &app.config.url_prefix, "serve", tls.is_some());
 
     let (stop, stopped) = watch::channel(false);
-    let pool = tokio::spawn(worker::run_pool(
+    // Generators run on threads of their own, at a lower priority than the threads
+    // that answer HTTP: whatever a run makes the host do (compile, lift, validate), a
+    // request for a cached path is answered first.
+    let runs = run_threads()?;
+    let pool = runs.handle.spawn(worker::run_pool(
         store,
         ctx,
         args.pool.worker_config(),
@@ -220,6 +231,63 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     pool.await.context("worker pool task failed")?;
     Ok(())
+}
+
+/// Nice value of the threads that run generators in `httpsd serve` (the HTTP threads
+/// keep 0): about a third of a core's share against a busy HTTP thread, and all of
+/// the core when HTTP is idle.
+const RUN_NICE: i32 = 5;
+
+/// The runtime `httpsd serve` runs generators on: one thread per core, lower priority.
+fn run_threads() -> anyhow::Result<RunThreads> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("httpsd-run")
+        .on_thread_start(|| {
+            if let Err(e) = crate::runtime::quarantine::set_thread_nice(RUN_NICE) {
+                tracing::debug!("cannot lower a run thread's priority: {e}");
+            }
+        })
+        .build()
+        .map(|rt| RunThreads {
+            handle: rt.handle().clone(),
+            runtime: Some(rt),
+        })
+        .context("cannot start the generator runtime")
+}
+
+/// A runtime owned by async code: dropping a tokio runtime inside another one panics,
+/// so it is shut down in the background instead.
+struct RunThreads {
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for RunThreads {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit: a worker's budget of
+/// descriptors (docs/SECURITY.md) is the connections it serves, the outbound
+/// connections of its runs and the compiles in flight, and distributions' default soft
+/// limit of 1024 is below that.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to an rlimit for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str, tls: bool) {

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod new;
 
+use crate::runtime::compile::{CompileLimits, Compiler};
 use crate::runtime::{Limits, RuntimeConfig};
 use crate::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -58,6 +59,35 @@ pub enum Command {
     /// Write a new Rust generator crate (with a copy of the SDK) that builds to a
     /// component and passes `httpsd check` as it is.
     New(NewArgs),
+    /// Internal: compile one component from stdin in a process of its own, under the
+    /// limits its parent set (see runtime/compile.rs).
+    #[command(name = "compile-component", hide = true)]
+    CompileComponent(CompileComponentArgs),
+}
+
+/// `httpsd compile-component --fuel on|off OUTPUT` (run by httpsd itself).
+#[derive(Debug, Args)]
+pub struct CompileComponentArgs {
+    /// Whether the engine meters fuel (it must match the parent's).
+    #[arg(long, value_parser = ["on", "off"])]
+    pub fuel: String,
+    /// Where to write the precompiled artifact.
+    pub output: PathBuf,
+}
+
+impl CompileComponentArgs {
+    pub fn run(&self) -> std::process::ExitCode {
+        let max = crate::runtime::compile::CompileLimits::default()
+            .max_component_bytes
+            .max(1 << 30);
+        match crate::runtime::compile::child_main(self.fuel == "on", &self.output, max) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// `httpsd new NAME`.
@@ -118,6 +148,34 @@ pub struct ServeArgs {
     pub pool: PoolArgs,
     #[command(flatten)]
     pub tree: TreeArgs,
+    #[command(flatten)]
+    pub memory_store: MemoryStoreArgs,
+}
+
+/// The bounds of `httpsd serve`'s in-memory store.
+#[derive(Debug, Clone, Args)]
+pub struct MemoryStoreArgs {
+    /// Most paths (each query string is a path of its own) whose answer, error, run
+    /// report and history the in-memory store keeps; past it the least recently used
+    /// are evicted (never one with a job queued or running).
+    #[arg(long, env = "HTTPSD_MEMORY_STORE_MAX_PATHS", default_value_t = 10_000)]
+    pub memory_store_max_paths: usize,
+
+    /// Most bytes of answers, errors, run reports and histories the in-memory store
+    /// keeps; past it the least recently used paths are evicted. A result that would not
+    /// fit even alone fails its job (StoreRefusedError).
+    #[arg(long, env = "HTTPSD_MEMORY_STORE_MAX_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_store_max_bytes: u64,
+}
+
+impl MemoryStoreArgs {
+    pub fn bounds(&self, max_value_bytes: u64) -> crate::store::MemoryBounds {
+        crate::store::MemoryBounds {
+            max_paths: self.memory_store_max_paths.max(1),
+            max_bytes: self.memory_store_max_bytes.max(1),
+            max_value_bytes,
+        }
+    }
 }
 
 /// The HTTP side: the seed's server flags plus the freshness extras.
@@ -290,6 +348,8 @@ impl RedisArgs {
                 client_cert: self.redis_client_cert.clone(),
                 client_key: self.redis_client_key.clone(),
             },
+            // The worker sets its --max-value-bytes; a server writes no values.
+            max_value_bytes: crate::store::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -337,6 +397,12 @@ pub struct PoolArgs {
     /// expired answer can still be shown by debug).
     #[arg(long, env = "HTTPSD_CACHE_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub cache_retention: Duration,
+
+    /// The largest value (an answer, an error, a run report) written to the store; a
+    /// job whose result is larger fails with a StoreRefusedError instead, and nothing
+    /// that size is sent to Redis.
+    #[arg(long, env = "HTTPSD_MAX_VALUE_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub max_value_bytes: u64,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -440,6 +506,23 @@ pub struct RuntimeArgs {
     /// Generator runs allowed at once in this process; more wait their turn.
     #[arg(long, env = "HTTPSD_MAX_CONCURRENT_RUNS", default_value_t = 64)]
     pub max_concurrent_runs: u32,
+
+    /// Largest component file compiled.
+    #[arg(long, env = "HTTPSD_MAX_COMPONENT_BYTES", default_value = "128MiB", value_parser = parse_size)]
+    pub max_component_bytes: u64,
+
+    /// Wall-clock budget for compiling one component (in a process of its own).
+    #[arg(long, env = "HTTPSD_COMPILE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub compile_timeout: Duration,
+
+    /// Memory the process compiling one component may use.
+    #[arg(long, env = "HTTPSD_COMPILE_MEMORY", default_value = "2GiB", value_parser = parse_size)]
+    pub compile_memory: u64,
+
+    /// Outbound HTTP connections generators may have open at once in this process
+    /// (each run also has its own cap, the manifest's `[http] max_connections`).
+    #[arg(long, env = "HTTPSD_MAX_OUTBOUND_CONNECTIONS", default_value_t = 256)]
+    pub max_outbound_connections: u32,
 }
 
 impl RuntimeArgs {
@@ -461,6 +544,17 @@ impl RuntimeArgs {
             cache_dir,
             max_concurrent_runs: self.max_concurrent_runs,
             consume_fuel: true,
+            compile: CompileLimits {
+                max_component_bytes: self.max_component_bytes,
+                timeout: self.compile_timeout,
+                memory_bytes: self.compile_memory,
+            },
+            // These flags belong to the httpsd binary, which compiles in a child
+            // process of itself (`compile-component`).
+            compiler: std::env::current_exe()
+                .map(Compiler::Subprocess)
+                .unwrap_or(Compiler::InProcess),
+            max_outbound_connections: self.max_outbound_connections,
         }
     }
 }
@@ -602,5 +696,31 @@ mod tests {
         };
         assert_eq!(s.http.config().unwrap().url_prefix, "/x");
         assert!(!s.http.generator_freshness);
+        assert_eq!(
+            s.memory_store.bounds(s.pool.max_value_bytes),
+            crate::store::MemoryBounds::default(),
+            "the flags' defaults are the store's"
+        );
+
+        let cli = Cli::try_parse_from([
+            "httpsd",
+            "serve",
+            "/t",
+            "--memory-store-max-paths",
+            "50",
+            "--memory-store-max-bytes",
+            "1MiB",
+            "--max-value-bytes",
+            "64KiB",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("expected serve");
+        };
+        let bounds = s.memory_store.bounds(s.pool.max_value_bytes);
+        assert_eq!(
+            (bounds.max_paths, bounds.max_bytes, bounds.max_value_bytes),
+            (50, 1 << 20, 64 << 10)
+        );
     }
 }

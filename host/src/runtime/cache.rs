@@ -9,7 +9,9 @@
 //!
 //! A changed `.wasm` or manifest is picked up on the next run, without a restart.
 
+use super::compile::{self, CompileLimits, Compiler};
 use super::error::{ErrorKind, GenError};
+use super::files;
 use super::host::{GeneratorPre, RunState};
 use super::http::HttpGrant;
 use super::limits::Limits;
@@ -19,6 +21,9 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The largest manifest httpsd reads.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
@@ -87,17 +92,43 @@ struct Compiled {
     check_export: Option<ComponentExportIndex>,
 }
 
+/// How compiling is done and bounded (see [`super::compile`]).
+#[derive(Debug, Clone)]
+pub struct CompileSettings {
+    pub compiler: Compiler,
+    pub limits: CompileLimits,
+    /// The engine meters fuel (the child must compile for the same engine).
+    pub consume_fuel: bool,
+}
+
+/// Compiles running at once, each in its own process: a component that takes its
+/// whole budget holds one of them, not every new generator's first run.
+const COMPILE_SLOTS: usize = 2;
+
+/// How long a component that failed to compile (or to load) is not tried again: every
+/// poll of its path answers the cached `LoadError` meanwhile. A changed file is a new
+/// hash and is tried at once.
+pub const FAILED_COMPILE_HOLD: Duration = Duration::from_secs(600);
+
+/// Failures remembered at most (the oldest are forgotten first).
+const MAX_FAILURES: usize = 1024;
+
 pub struct ComponentCache {
     engine: Engine,
     linker: Linker<RunState>,
     defaults: Limits,
     dir: Option<PathBuf>,
+    compile: CompileSettings,
     /// Distinguishes artifacts of different wasmtime versions and engine settings.
     engine_tag: String,
     by_path: Mutex<HashMap<PathBuf, ByPath>>,
     by_hash: Mutex<HashMap<String, Arc<Compiled>>>,
-    /// One compile at a time: a burst of jobs for a new generator compiles it once.
-    compile_lock: tokio::sync::Mutex<()>,
+    /// Content hashes that failed to compile or load, with the error and when.
+    failed: Mutex<HashMap<String, (String, Instant)>>,
+    /// One compile per content hash: a burst of jobs for a new generator compiles it
+    /// once, and the others wait for that one.
+    compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl ComponentCache {
@@ -106,6 +137,7 @@ impl ComponentCache {
         linker: Linker<RunState>,
         defaults: Limits,
         dir: Option<PathBuf>,
+        compile: CompileSettings,
     ) -> std::io::Result<Self> {
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
@@ -118,9 +150,12 @@ impl ComponentCache {
             linker,
             defaults,
             dir,
+            compile,
             by_path: Mutex::new(HashMap::new()),
             by_hash: Mutex::new(HashMap::new()),
-            compile_lock: tokio::sync::Mutex::new(()),
+            failed: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
         })
     }
 
@@ -148,11 +183,9 @@ impl ComponentCache {
         let manifest = match manifest_stamp {
             None => Manifest::default(),
             Some(_) => {
-                let text = tokio::fs::read_to_string(&manifest_path)
+                let text = files::read_text(&manifest_path, MAX_MANIFEST_BYTES)
                     .await
-                    .map_err(|e| {
-                        load_err(format!("cannot read {}: {e}", manifest_path.display()))
-                    })?;
+                    .map_err(|e| load_err(e.to_string()))?;
                 Manifest::parse(&text, &manifest_path).map_err(load_err)?
             }
         };
@@ -163,9 +196,9 @@ impl ComponentCache {
         let http = HttpGrant::from_section(&manifest.http)
             .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
 
-        let bytes = tokio::fs::read(path)
+        let bytes = files::read(path, self.compile.limits.max_component_bytes)
             .await
-            .map_err(|e| load_err(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| load_err(e.to_string()))?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
         let (compiled, origin) = self.compiled(&hash, bytes, path).await?;
 
@@ -210,18 +243,82 @@ impl ComponentCache {
         }
     }
 
+    /// The compiled component of `bytes` (content hash `hash`): from memory, from the
+    /// artifact on disk, or compiled now as a limited job. A failure is remembered for
+    /// [`FAILED_COMPILE_HOLD`], so a component that is too costly to compile costs that
+    /// once, not on every poll.
     async fn compiled(
         &self,
         hash: &str,
         bytes: Vec<u8>,
         path: &Path,
     ) -> Result<(Arc<Compiled>, Origin), GenError> {
-        let _guard = self.compile_lock.lock().await;
-        if let Some(found) = self.by_hash.lock().ok().and_then(|m| m.get(hash).cloned()) {
-            return Ok((found, Origin::Memory));
-        }
         let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
+        let once = {
+            let mut map = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(hash.to_string()).or_default().clone()
+        };
+        let result = {
+            let _guard = once.lock().await;
+            if let Some(found) = self.by_hash.lock().ok().and_then(|m| m.get(hash).cloned()) {
+                return Ok((found, Origin::Memory));
+            }
+            if let Some(message) = self.failed_before(hash) {
+                return Err(load_err(message));
+            }
+            let result = self.compile_and_link(hash, bytes).await;
+            match &result {
+                Ok((compiled, _)) => {
+                    if let Ok(mut m) = self.by_hash.lock() {
+                        m.insert(hash.to_string(), compiled.clone());
+                    }
+                }
+                Err(message) => self.remember_failure(hash, message),
+            }
+            result
+        };
+        if let Ok(mut map) = self.compiling.lock() {
+            // The last one out removes the entry (this Arc and the map's are the two).
+            if Arc::strong_count(&once) <= 2 {
+                map.remove(hash);
+            }
+        }
+        result.map_err(load_err)
+    }
 
+    fn failed_before(&self, hash: &str) -> Option<String> {
+        let map = self.failed.lock().ok()?;
+        let (message, at) = map.get(hash)?;
+        (at.elapsed() < FAILED_COMPILE_HOLD).then(|| {
+            format!(
+                "{message} (not retried for {} unless the file changes)",
+                crate::units::format_duration(FAILED_COMPILE_HOLD)
+            )
+        })
+    }
+
+    fn remember_failure(&self, hash: &str, message: &str) {
+        let Ok(mut map) = self.failed.lock() else {
+            return;
+        };
+        map.retain(|_, (_, at)| at.elapsed() < FAILED_COMPILE_HOLD);
+        if map.len() >= MAX_FAILURES
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(h, _)| h.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(hash.to_string(), (message.to_string(), Instant::now()));
+    }
+
+    /// Loads the artifact if there is a usable one, else compiles; then links.
+    async fn compile_and_link(
+        &self,
+        hash: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(Arc<Compiled>, Origin), String> {
         let artifact = self
             .dir
             .as_ref()
@@ -229,34 +326,36 @@ impl ComponentCache {
         let mut component = None;
         let mut origin = Origin::Compiled;
         if let Some(artifact) = artifact.as_ref().filter(|a| a.exists()) {
-            // SAFETY: the artifact was written by `Component::serialize` of an engine
-            // with the same compatibility hash (it is in the file name), into a cache
-            // directory this process created; a truncated or foreign file fails
-            // deserialisation's own checks and is recompiled below.
-            match unsafe { Component::deserialize_file(&self.engine, artifact) } {
+            match self.load_artifact(artifact) {
                 Ok(c) => {
                     component = Some(c);
                     origin = Origin::Artifact;
                 }
                 Err(e) => {
-                    tracing::warn!(artifact = %artifact.display(), "discarding unusable precompiled artifact: {e:#}")
+                    tracing::warn!(artifact = %artifact.display(), "discarding unusable precompiled artifact: {e}")
                 }
             }
         }
         let component = match component {
             Some(c) => c,
             None => {
-                let engine = self.engine.clone();
-                let c = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                let _slot = self
+                    .slots
+                    .acquire()
                     .await
-                    .map_err(|e| load_err(format!("compiler task failed: {e}")))?
-                    .map_err(|e| {
-                        load_err(format!(
-                            "not a valid WebAssembly component: {}",
-                            first_line(&format!("{e:#}"))
-                        ))
-                    })?;
-                if let Some(artifact) = &artifact
+                    .map_err(|_| "the compiler is shutting down".to_string())?;
+                let settings = &self.compile;
+                let (c, written) = compile::compile(
+                    &self.engine,
+                    &settings.compiler,
+                    settings.consume_fuel,
+                    settings.limits,
+                    bytes,
+                    artifact.as_deref(),
+                )
+                .await?;
+                if !written
+                    && let Some(artifact) = &artifact
                     && let Err(e) = write_artifact(&c, artifact)
                 {
                     tracing::warn!(artifact = %artifact.display(), "cannot write precompiled artifact: {e:#}");
@@ -265,22 +364,33 @@ impl ComponentCache {
             }
         };
 
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            load_err(format!(
-                "component needs an import httpsd does not grant: {e:#}"
-            ))
-        })?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("component needs an import httpsd does not grant: {e:#}"))?;
         let pre = GeneratorPre::new(instance_pre).map_err(|e| {
-            load_err(format!(
+            format!(
                 "component does not implement the httpsd:generator world (wit/generator.wit): {e:#}"
-            ))
+            )
         })?;
         let check_export = component.get_export_index(None, "check-params");
-        let compiled = Arc::new(Compiled { pre, check_export });
-        if let Ok(mut m) = self.by_hash.lock() {
-            m.insert(hash.to_string(), compiled.clone());
+        Ok((Arc::new(Compiled { pre, check_export }), origin))
+    }
+
+    /// An artifact from the cache directory, if it is of a plausible size.
+    fn load_artifact(&self, artifact: &Path) -> Result<Component, String> {
+        let max = self.compile.limits.max_component_bytes.saturating_mul(16);
+        let len = std::fs::metadata(artifact)
+            .map_err(|e| e.to_string())?
+            .len();
+        if len > max {
+            return Err(format!("larger than {}", crate::units::format_size(max)));
         }
-        Ok((compiled, origin))
+        // SAFETY: the artifact was written by `Component::serialize` of an engine with
+        // the same compatibility hash (it is in the file name), into a cache directory
+        // this process created; a truncated or foreign file fails deserialisation's own
+        // checks and is recompiled.
+        unsafe { Component::deserialize_file(&self.engine, artifact) }.map_err(|e| format!("{e:#}"))
     }
 }
 
@@ -291,8 +401,4 @@ fn write_artifact(component: &Component, path: &Path) -> wasmtime::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }

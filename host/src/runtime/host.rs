@@ -17,7 +17,7 @@ use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable, WasmStr};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
@@ -41,6 +41,8 @@ pub struct Grants {
     pub config: Arc<[(String, String)]>,
     pub secrets: Vec<(String, String)>,
     pub http: Arc<HttpGrant>,
+    /// The process's outbound connection slots, shared by every run.
+    pub outbound: Arc<tokio::sync::Semaphore>,
 }
 
 /// Everything a store knows about its one run.
@@ -81,8 +83,12 @@ impl RunState {
         RunState {
             wasi,
             table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::new(grants.http, deadline, log.clone()),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(super::limits::MAX_HTTP_FIELDS_BYTES);
+                http
+            },
+            http_policy: HttpPolicy::new(grants.http, deadline, log.clone(), grants.outbound),
             memory,
             log,
             config: grants.config,
@@ -94,6 +100,11 @@ impl RunState {
     /// The first HTTP request the allow-list refused in this run, if any.
     pub fn http_denied(&self) -> Option<&str> {
         self.http_policy.denied.as_deref()
+    }
+
+    /// Outbound HTTP requests made so far.
+    pub fn http_requests(&self) -> u32 {
+        self.http_policy.requests()
     }
 
     fn remaining(&self) -> Duration {
@@ -123,19 +134,38 @@ impl WasiHttpView for RunState {
 impl self::httpsd::generator::types::Host for RunState {}
 
 impl self::httpsd::generator::log::Host for RunState {
+    /// Not used: [`linker`] shadows it with [`log_line`], which reads the message in
+    /// place instead of taking it as a `String` the host has already copied.
     fn log(&mut self, level: self::httpsd::generator::log::Level, message: String) {
-        use self::httpsd::generator::log::Level as L;
-        let level = match level {
-            L::Trace => LogLevel::Trace,
-            L::Debug => LogLevel::Debug,
-            L::Info => LogLevel::Info,
-            L::Warn => LogLevel::Warn,
-            L::Error => LogLevel::Error,
-        };
         if let Ok(mut log) = self.log.lock() {
-            log.push(level, message);
+            log.push(log_level(level), &message);
         }
     }
+}
+
+fn log_level(level: self::httpsd::generator::log::Level) -> LogLevel {
+    use self::httpsd::generator::log::Level as L;
+    match level {
+        L::Trace => LogLevel::Trace,
+        L::Debug => LogLevel::Debug,
+        L::Info => LogLevel::Info,
+        L::Warn => LogLevel::Warn,
+        L::Error => LogLevel::Error,
+    }
+}
+
+/// The `log` import, reading the guest's message where it lies in linear memory
+/// ([`WasmStr`]): a line the run log has no room for is counted without the host ever
+/// copying it, so a guest logging a 100 MiB line costs the host nothing.
+fn log_line(
+    cx: StoreContextMut<'_, RunState>,
+    (level, message): (self::httpsd::generator::log::Level, WasmStr),
+) -> wasmtime::Result<()> {
+    let text = message.to_str(&cx)?;
+    if let Ok(mut log) = cx.data().log.lock() {
+        log.push(log_level(level), &text);
+    }
+    Ok(())
 }
 
 impl self::httpsd::generator::config::Host for RunState {
@@ -168,6 +198,9 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<RunState>> {
     Generator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
     linker.allow_shadowing(true);
+    linker
+        .instance("httpsd:generator/log@0.1.0")?
+        .func_wrap("log", log_line)?;
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
     clock.func_wrap(
         "subscribe-duration",

@@ -13,6 +13,7 @@
 //! capped at `max_response_bytes`, checked against `Content-Length` up front and counted
 //! while it streams.
 
+use super::connect::{self, IoFuture, Network};
 use super::engine::EPOCH_TICK;
 use super::limits::SizeOrText;
 use super::log::{LogLevel, RunLog};
@@ -24,6 +25,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Largest response body by default: an inventory answer for a very large fleet.
@@ -38,6 +40,11 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// the guest resumes, so it stops with a traceback.
 const DEADLINE_GRACE: Duration = EPOCH_TICK.saturating_mul(3);
 
+/// Connections one run may have open at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// Requests one run may make in all, by default.
+pub const DEFAULT_MAX_REQUESTS: u32 = 1000;
+
 /// The `[http]` table of a manifest, as written.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +53,16 @@ pub struct HttpSection {
     #[serde(default)]
     pub allow: Vec<String>,
     pub max_response_bytes: Option<SizeOrText>,
+    /// Connections open at once in one run (more wait for one to close).
+    pub max_connections: Option<u32>,
+    /// Requests in all in one run (more are refused).
+    pub max_requests: Option<u32>,
+    /// Address ranges (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`) that an allowed *name* may
+    /// resolve to. Without them a name must lead to public addresses: a generator's
+    /// author controls its names' DNS, and could point one at the worker's own
+    /// services. An allowed address literal needs no entry here.
+    #[serde(default)]
+    pub private_networks: Vec<String>,
 }
 
 /// What a generator may reach, parsed from its manifest once per load.
@@ -53,6 +70,9 @@ pub struct HttpSection {
 pub struct HttpGrant {
     allow: Vec<Allowed>,
     pub max_response_bytes: u64,
+    pub max_connections: u32,
+    pub max_requests: u32,
+    pub private_networks: Vec<Network>,
 }
 
 impl Default for HttpGrant {
@@ -61,6 +81,9 @@ impl Default for HttpGrant {
         HttpGrant {
             allow: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            private_networks: Vec::new(),
         }
     }
 }
@@ -101,9 +124,26 @@ impl HttpGrant {
                 .map_err(|e| format!("http.max_response_bytes: {e}"))?,
             None => DEFAULT_MAX_RESPONSE_BYTES,
         };
+        let private_networks = section
+            .private_networks
+            .iter()
+            .map(|n| Network::parse(n).map_err(|e| format!("http.private_networks {n:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let positive = |name: &str, v: Option<u32>, default: u32| match v {
+            Some(0) => Err(format!("http.{name} must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
         Ok(HttpGrant {
             allow,
             max_response_bytes,
+            max_connections: positive(
+                "max_connections",
+                section.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            max_requests: positive("max_requests", section.max_requests, DEFAULT_MAX_REQUESTS)?,
+            private_networks,
         })
     }
 
@@ -184,33 +224,51 @@ fn parse_allowed(entry: &str) -> Result<Allowed, String> {
 }
 
 /// One run's view of its grant: the allow-list, the deadline every wait is cut to,
-/// and the run log that records each request.
+/// the connection caps, and the run log that records each request.
 pub struct HttpPolicy {
     grant: Arc<HttpGrant>,
     deadline: Instant,
     log: Arc<Mutex<RunLog>>,
+    /// This run's open connections ([`HttpGrant::max_connections`]).
+    connections: Arc<Semaphore>,
+    /// The process's open outbound connections (`--max-outbound-connections`).
+    process: Arc<Semaphore>,
+    /// Requests made so far ([`HttpGrant::max_requests`]).
+    requests: u32,
     /// The first request refused, as `METHOD url`: if the run then fails, this is why.
     pub denied: Option<String>,
 }
 
 impl HttpPolicy {
-    pub fn new(grant: Arc<HttpGrant>, deadline: Instant, log: Arc<Mutex<RunLog>>) -> Self {
+    pub fn new(
+        grant: Arc<HttpGrant>,
+        deadline: Instant,
+        log: Arc<Mutex<RunLog>>,
+        process: Arc<Semaphore>,
+    ) -> Self {
         HttpPolicy {
+            connections: Arc::new(Semaphore::new(grant.max_connections as usize)),
             grant,
             deadline,
             log,
+            process,
+            requests: 0,
             denied: None,
         }
     }
 
+    /// Requests made so far in this run (refused ones included).
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
     fn note(log: &Mutex<RunLog>, level: LogLevel, message: String) {
         if let Ok(mut log) = log.lock() {
-            log.push(level, message);
+            log.push(level, &message);
         }
     }
 }
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 type SendFuture =
     Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
@@ -234,31 +292,81 @@ impl WasiHttpHooks for HttpPolicy {
                 ),
             );
             self.denied.get_or_insert_with(|| format!("{method} {uri}"));
+            self.requests = self.requests.saturating_add(1);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let left = self.deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
-        let cut = |asked: Option<Duration>| Some(asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(left));
-        let options = RequestOptions {
-            connect_timeout: cut(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: cut(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: cut(options.and_then(|o| o.between_bytes_timeout)),
-        };
+        if self.requests >= self.grant.max_requests {
+            Self::note(
+                &log,
+                LogLevel::Warn,
+                format!(
+                    "http {method} {uri} refused: this run already made {} requests ([http] max_requests)",
+                    self.grant.max_requests
+                ),
+            );
+            self.requests = self.requests.saturating_add(1);
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        }
+        self.requests += 1;
+        let deadline = self.deadline;
+        let left = move || deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
+        let cut = |asked: Option<Duration>| asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(left());
+        let connect = cut(options.and_then(|o| o.connect_timeout));
+        let first_byte = cut(options.and_then(|o| o.first_byte_timeout));
+        let between_bytes = cut(options.and_then(|o| o.between_bytes_timeout));
         let cap = self.grant.max_response_bytes;
+        let grant = self.grant.clone();
+        let (run_slots, process_slots) = (self.connections.clone(), self.process.clone());
         Box::new(async move {
             let started = Instant::now();
-            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
-            let elapsed = format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3);
-            let (response, io) = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    Self::note(
-                        &log,
-                        LogLevel::Warn,
-                        format!("http {method} {uri} failed after {elapsed}: {e}"),
-                    );
-                    return Err(e);
+            let fail = |e: HttpError, why: String| {
+                Self::note(
+                    &log,
+                    LogLevel::Warn,
+                    format!(
+                        "http {method} {uri} failed after {:.1} ms: {why}",
+                        started.elapsed().as_secs_f64() * 1e3
+                    ),
+                );
+                e
+            };
+            // A connection slot of the run and one of the process, waited for no longer
+            // than the run may wait; held until the connection closes.
+            let slots = async {
+                let run = run_slots.acquire_owned().await;
+                let process = process_slots.acquire_owned().await;
+                (run, process)
+            };
+            let permits = match tokio::time::timeout(left(), slots).await {
+                Ok((Ok(run), Ok(process))) => (run, process),
+                _ => {
+                    return Err(fail(
+                        HttpError::ConnectionLimitReached,
+                        "no connection slot came free before the run's deadline ([http] max_connections, --max-outbound-connections)".into(),
+                    ));
                 }
             };
+            let (host, port, tls) = endpoint(&uri).ok_or(HttpError::HttpRequestUriInvalid)?;
+            let addrs = connect::resolve(&host, port, &grant.private_networks, connect)
+                .await
+                .map_err(|(e, why)| fail(e, why))?;
+            let waits = connect::Waits {
+                connect: connect.min(left()),
+                first_byte,
+                between_bytes,
+            };
+            let tls_name = tls.then(|| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            });
+            let (response, io) = connect::send(request, &addrs, tls_name.as_deref(), waits)
+                .await
+                .map_err(|e| {
+                    let why = e.to_string();
+                    fail(e, why)
+                })?;
+            let elapsed = format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3);
             let declared = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
@@ -286,15 +394,28 @@ impl WasiHttpHooks for HttpPolicy {
             );
             let response = response.map(|body| {
                 CappedBody {
-                    inner: body.boxed_unsync(),
+                    inner: body,
                     seen: 0,
                     cap,
                 }
                 .boxed_unsync()
             });
-            Ok((response, Box::new(io) as IoFuture))
+            // The slots go when the connection does (or when the run's store drops it).
+            let io: IoFuture = Box::new(async move {
+                let _permits = permits;
+                Pin::from(io).await
+            });
+            Ok((response, io))
         })
     }
+}
+
+/// The host (lower-cased, IPv6 in brackets), port and whether TLS is used.
+fn endpoint(uri: &http::Uri) -> Option<(String, u16, bool)> {
+    let authority = uri.authority()?;
+    let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Some((authority.host().to_ascii_lowercase(), port, tls))
 }
 
 /// A response body that fails once more than `cap` bytes came through (a chunked
@@ -342,7 +463,7 @@ mod tests {
     fn grant(allow: &[&str]) -> HttpGrant {
         HttpGrant::from_section(&HttpSection {
             allow: allow.iter().map(|s| s.to_string()).collect(),
-            max_response_bytes: None,
+            ..HttpSection::default()
         })
         .unwrap()
     }
@@ -396,7 +517,7 @@ mod tests {
         ] {
             let err = HttpGrant::from_section(&HttpSection {
                 allow: vec![bad.to_string()],
-                max_response_bytes: None,
+                ..HttpSection::default()
             })
             .unwrap_err();
             assert!(err.contains("http.allow"), "{bad}: {err}");

@@ -82,7 +82,40 @@ impl SizeOrText {
     }
 }
 
+/// Bytes of a guest's error message that are kept; the rest is cut. The message is
+/// stored (twice: in `error_message` and in the traceback), logged and shown.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 << 10;
+
+/// Resources (handles) a guest may hold at once: each is host memory outside its
+/// memory cap, so the number is capped (wasmtime's default is 100,000). A generator
+/// needs a handful per HTTP request.
+pub const MAX_GUEST_HANDLES: usize = 4096;
+
+/// The most bytes of header fields one wasi:http `fields` resource may hold in host
+/// memory (wasi-http's default is 128 KiB); with [`MAX_GUEST_HANDLES`] it bounds what
+/// headers can cost the host.
+pub const MAX_HTTP_FIELDS_BYTES: usize = 16 << 10;
+
+/// Parameter sets a `check-params` export may return, and the bytes the host lifts for
+/// them (wasmtime's hostcall fuel: each pair costs 48 bytes plus its text).
+pub const MAX_CHECK_PARAM_SETS: usize = 256;
+pub const CHECK_PARAMS_LIFT_BYTES: usize = 1 << 20;
+
 impl Limits {
+    /// The most bytes the host lifts out of the guest in one transfer (its answer, an
+    /// error message, a log line, a write to stdout): wasmtime's hostcall fuel, which
+    /// stops the copy as it goes, before the host holds more. It counts what the host
+    /// allocates: each string's bytes plus 24 for the `String`, 48 per label pair and
+    /// per group. A valid answer of `max_output_bytes` of JSON costs at most 8 times
+    /// that (a one-character target is 4 bytes of JSON and 25 of fuel), so 8 times
+    /// always lets a valid answer through and the validator says what is wrong with a
+    /// bigger one; anything past it is an `InvalidOutput` without being copied.
+    pub fn lift_budget(&self) -> usize {
+        usize::try_from(self.max_output_bytes.saturating_mul(8))
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 << 10)
+    }
+
     /// These limits with a manifest's overrides applied.
     pub fn with_overrides(mut self, o: &LimitOverrides) -> Result<Limits, String> {
         if let Some(fuel) = o.fuel {

@@ -41,6 +41,9 @@ pub struct RunLog {
     partial_stderr: Vec<u8>,
     /// Secret values of this run, replaced in every line before it is kept or logged.
     secrets: Vec<String>,
+    /// Kept lines copied to httpsd's own log, and kept lines that were not.
+    forwarded: u32,
+    not_forwarded: u64,
 }
 
 /// What a secret value is replaced with wherever the run's words leave the sandbox.
@@ -81,6 +84,8 @@ impl RunLog {
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
             secrets: Vec::new(),
+            forwarded: 0,
+            not_forwarded: 0,
         }
     }
 
@@ -90,50 +95,96 @@ impl RunLog {
         self
     }
 
-    /// Records one line; forwards it to the host's tracing with the generator's name.
-    pub fn push(&mut self, level: LogLevel, message: String) {
-        let message = if self.secrets.is_empty() {
-            message
-        } else {
-            redact(&message, &self.secrets)
-        };
-        let generator = self.generator.as_str();
-        match level {
-            LogLevel::Error => tracing::warn!(target: "httpsd::guest", generator, "{message}"),
-            LogLevel::Warn => tracing::info!(target: "httpsd::guest", generator, "{message}"),
-            _ => tracing::debug!(target: "httpsd::guest", generator, ?level, "{message}"),
-        }
+    /// Whether nothing more will be kept: later lines are only counted.
+    fn is_full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
+    /// Records one line, if it fits in what is left of `max_bytes` (else it is only
+    /// counted, before any copy is made), and forwards kept lines to the host's
+    /// tracing, cut short and rate-limited ([`forward`]).
+    pub fn push(&mut self, level: LogLevel, message: &str) {
         let size = message.len() as u64 + 1;
         if self.bytes + size > self.max_bytes {
             self.dropped += 1;
             return;
         }
+        let message = if self.secrets.is_empty() {
+            message.to_string()
+        } else {
+            redact(message, &self.secrets)
+        };
+        self.forward(level, &message);
         self.bytes += size;
         self.lines.push(LogLine { level, message });
     }
 
-    /// Appends raw stdout/stderr bytes; complete lines become log lines.
+    /// Copies a kept line to httpsd's own log: at most [`FORWARD_PER_RUN`] lines per
+    /// run, each cut to [`FORWARD_LINE_BYTES`], and no more than the process-wide
+    /// budget allows, so that no generator can flood the operator's log (the whole run
+    /// log is still in `?debug=true`).
+    fn forward(&mut self, level: LogLevel, message: &str) {
+        if self.forwarded >= FORWARD_PER_RUN || !FORWARD_BUDGET.take() {
+            self.not_forwarded += 1;
+            return;
+        }
+        self.forwarded += 1;
+        let generator = self.generator.as_str();
+        let message = cut(message, FORWARD_LINE_BYTES);
+        match level {
+            LogLevel::Error => tracing::warn!(target: "httpsd::guest", generator, "{message}"),
+            LogLevel::Warn => tracing::info!(target: "httpsd::guest", generator, "{message}"),
+            _ => tracing::debug!(target: "httpsd::guest", generator, ?level, "{message}"),
+        }
+    }
+
+    /// Appends raw stdout/stderr bytes; complete lines become log lines. Linear in the
+    /// bytes written, and once the log is full nothing is buffered any more.
     pub fn append_output(&mut self, stream: Stream, bytes: &[u8]) {
         let level = match stream {
             Stream::Stdout => LogLevel::Stdout,
             Stream::Stderr => LogLevel::Stderr,
         };
+        if self.is_full() {
+            self.dropped += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            return;
+        }
+        // A guest writing one endless line must not grow the buffer without bound (a
+        // line longer than the whole log is dropped anyway).
         let cap = self.max_bytes as usize;
-        let buf = match stream {
-            Stream::Stdout => &mut self.partial_stdout,
-            Stream::Stderr => &mut self.partial_stderr,
+        let mut buf = match stream {
+            Stream::Stdout => std::mem::take(&mut self.partial_stdout),
+            Stream::Stderr => std::mem::take(&mut self.partial_stderr),
         };
-        // A guest writing one endless line must not grow the buffer without bound.
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
+            let line = &rest[..pos];
+            rest = &rest[pos + 1..];
+            if buf.is_empty() {
+                self.push_bytes(level, line);
+            } else {
+                let room = cap.saturating_sub(buf.len());
+                buf.extend_from_slice(&line[..line.len().min(room)]);
+                self.push_bytes(level, &buf);
+                buf.clear();
+            }
+        }
         let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let mut complete = Vec::new();
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            complete.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        buf.extend_from_slice(&rest[..rest.len().min(room)]);
+        match stream {
+            Stream::Stdout => self.partial_stdout = buf,
+            Stream::Stderr => self.partial_stderr = buf,
         }
-        for line in complete {
-            self.push(level, line);
+    }
+
+    /// [`push`](Self::push) for raw output: a line that cannot be kept is counted
+    /// before it is decoded.
+    fn push_bytes(&mut self, level: LogLevel, line: &[u8]) {
+        if self.bytes + line.len() as u64 + 1 > self.max_bytes {
+            self.dropped += 1;
+            return;
         }
+        self.push(level, &String::from_utf8_lossy(line));
     }
 
     /// Ends the run: flushes unterminated output and returns the lines and the count
@@ -148,11 +199,74 @@ impl RunLog {
                 Stream::Stderr => std::mem::take(&mut self.partial_stderr),
             };
             if !buf.is_empty() {
-                self.push(level, String::from_utf8_lossy(&buf).into_owned());
+                self.push_bytes(level, &buf);
             }
+        }
+        if self.not_forwarded > 0 || self.dropped > 0 {
+            tracing::debug!(
+                target: "httpsd::guest",
+                generator = self.generator.as_str(),
+                kept = self.lines.len(),
+                dropped = self.dropped,
+                not_copied_here = self.not_forwarded,
+                "guest log bounded: lines past max_log_bytes were dropped, and only some kept lines were copied to this log (all kept lines are in ?debug=true)"
+            );
         }
         (std::mem::take(&mut self.lines), self.dropped)
     }
+}
+
+/// Kept guest lines copied to httpsd's own log per run.
+pub const FORWARD_PER_RUN: u32 = 20;
+/// Longest guest line copied to httpsd's own log (longer ones are cut).
+pub const FORWARD_LINE_BYTES: usize = 1024;
+
+/// Guest lines per second the whole process copies to its own log (with a burst of
+/// [`LogBudget::BURST`]): a hundred generators logging at once still make a log an
+/// operator can read.
+static FORWARD_BUDGET: LogBudget = LogBudget::new();
+
+/// A token bucket over guest lines.
+struct LogBudget {
+    state: std::sync::Mutex<Option<(std::time::Instant, f64)>>,
+}
+
+impl LogBudget {
+    const PER_SECOND: f64 = 50.0;
+    const BURST: f64 = 200.0;
+
+    const fn new() -> Self {
+        LogBudget {
+            state: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, tokens) = state.get_or_insert((now, Self::BURST));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, saying how long it was.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [cut: {} bytes in all]", &text[..end], text.len()).into()
 }
 
 /// The last `n` stderr lines of a finished log, for a trap message ("panicked at ...").
@@ -181,7 +295,7 @@ mod tests {
         let mut log = RunLog::new(20, "g".into());
         log.append_output(Stream::Stderr, b"panicked at x\npart");
         log.append_output(Stream::Stderr, b"ial\n");
-        log.push(LogLevel::Info, "this line is far too long to keep".into());
+        log.push(LogLevel::Info, "this line is far too long to keep");
         let (lines, dropped) = log.finish();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].message, "panicked at x");
@@ -196,11 +310,48 @@ mod tests {
             ("empty".into(), String::new()),
         ]);
         let mut log = RunLog::new(1 << 10, "g".into()).with_secrets(secrets.clone());
-        log.push(LogLevel::Info, "auth tok-123 then tok".into());
+        log.push(LogLevel::Info, "auth tok-123 then tok");
         log.append_output(Stream::Stdout, b"printed tok-123\n");
         let (lines, _) = log.finish();
         assert_eq!(lines[0].message, "auth [secret] then [secret]");
         assert_eq!(lines[1].message, "printed [secret]");
         assert_eq!(redact("no secrets here", &secrets), "no secrets here");
+    }
+
+    #[test]
+    fn many_lines_in_one_write_cost_linear_time_and_a_full_log_only_counts() {
+        let mut log = RunLog::new(1 << 10, "g".into());
+        // 200,000 lines in one write: a buffer drained line by line would move
+        // 10^11 bytes.
+        log.append_output(Stream::Stdout, &b"x\n".repeat(200_000));
+        let (lines, dropped) = log.finish();
+        assert_eq!(lines.len(), 512);
+        assert_eq!(dropped, 200_000 - 512);
+
+        let mut log = RunLog::new(100, "g".into());
+        log.append_output(Stream::Stdout, b"start ");
+        log.append_output(Stream::Stdout, &[b'y'; 1 << 20]);
+        assert_eq!(
+            log.partial_stdout.len(),
+            100,
+            "the buffer stops at the log's size"
+        );
+        log.append_output(Stream::Stdout, b"\nnext\n");
+        let (lines, _) = log.finish();
+        assert_eq!(lines.len(), 1, "the endless line is dropped, the next kept");
+        assert_eq!(lines[0].message, "next");
+    }
+
+    #[test]
+    fn forwarding_is_bounded_per_run() {
+        let mut log = RunLog::new(1 << 20, "g".into());
+        for i in 0..1000 {
+            log.push(LogLevel::Info, &format!("line {i}"));
+        }
+        assert_eq!(log.forwarded, FORWARD_PER_RUN);
+        assert_eq!(log.not_forwarded, 1000 - u64::from(FORWARD_PER_RUN));
+        assert_eq!(log.finish().0.len(), 1000, "every line is kept for debug");
+        assert_eq!(cut("héllo", 2), "h... [cut: 6 bytes in all]");
+        assert_eq!(cut("ok", 2), "ok");
     }
 }

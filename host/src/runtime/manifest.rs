@@ -58,18 +58,24 @@ pub enum SecretSource {
     File { file: PathBuf },
 }
 
+/// The largest secret file httpsd reads (a token, a password, a small key file).
+pub const MAX_SECRET_BYTES: u64 = 64 << 10;
+
 impl SecretSource {
     /// Reads the value now (a rotated file is picked up by the next run). The error
-    /// says where the value was looked for, never what it is.
-    fn resolve(&self, key: &str) -> Result<String, String> {
+    /// says where the value was looked for, never what it is. A file is read off the
+    /// async runtime and only if it is a regular file of at most [`MAX_SECRET_BYTES`]
+    /// ([`super::files`]): a FIFO here must not hang the worker.
+    async fn resolve(&self, key: &str) -> Result<String, String> {
         match self {
             SecretSource::Inline(v) => Ok(v.clone()),
             SecretSource::Env { env } => std::env::var(env).map_err(|_| {
                 format!("secret {key:?}: environment variable {env} is not set (or not UTF-8)")
             }),
-            SecretSource::File { file } => std::fs::read_to_string(file)
+            SecretSource::File { file } => super::files::read_text(file, MAX_SECRET_BYTES)
+                .await
                 .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("secret {key:?}: cannot read {}: {e}", file.display())),
+                .map_err(|e| format!("secret {key:?}: {e}")),
         }
     }
 }
@@ -114,11 +120,12 @@ impl Manifest {
     }
 
     /// The secrets' values, read now, sorted by key.
-    pub fn secret_pairs(&self) -> Result<Vec<(String, String)>, String> {
-        self.secrets
-            .iter()
-            .map(|(k, source)| Ok((k.clone(), source.resolve(k)?)))
-            .collect()
+    pub async fn secret_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        let mut pairs = Vec::with_capacity(self.secrets.len());
+        for (k, source) in &self.secrets {
+            pairs.push((k.clone(), source.resolve(k).await?));
+        }
+        Ok(pairs)
     }
 
     /// The config values as the guest sees them, sorted by key.
@@ -148,8 +155,8 @@ mod tests {
         assert_eq!(m.check.params.unwrap().len(), 2);
     }
 
-    #[test]
-    fn secrets_come_from_env_files_or_inline() {
+    #[tokio::test]
+    async fn secrets_come_from_env_files_or_inline() {
         let dir = std::env::temp_dir().join(format!("httpsd-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
@@ -159,7 +166,7 @@ mod tests {
             file.display().to_string()
         );
         let m = Manifest::parse(&text, Path::new("x.toml")).unwrap();
-        let pairs = m.secret_pairs().unwrap();
+        let pairs = m.secret_pairs().await.unwrap();
         assert_eq!(pairs[0], ("a".into(), "inline".into()));
         assert_eq!(pairs[1].1, std::env::var("PATH").unwrap());
         assert_eq!(pairs[2], ("c".into(), "from-file".into()));
@@ -168,7 +175,7 @@ mod tests {
             Path::new("x.toml"),
         )
         .unwrap();
-        let err = missing.secret_pairs().unwrap_err();
+        let err = missing.secret_pairs().await.unwrap_err();
         assert!(err.contains("HTTPSD_TEST_UNSET_VARIABLE"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -7,8 +7,11 @@
 //! limits set, instantiate from the `InstancePre`, call `generate`, validate.
 
 pub mod cache;
+pub mod compile;
+pub mod connect;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod limits;
@@ -43,6 +46,13 @@ pub struct RuntimeConfig {
     /// Fuel metering. Off only for benchmarks that measure its cost: without it the
     /// fuel limit is not enforced.
     pub consume_fuel: bool,
+    /// What compiling one component may cost.
+    pub compile: compile::CompileLimits,
+    /// Where compiles run: the binary compiles in a child process of its own.
+    pub compiler: compile::Compiler,
+    /// Outbound HTTP connections open at once over all runs (each run has its own
+    /// cap too, `[http] max_connections`).
+    pub max_outbound_connections: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +62,9 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_concurrent_runs: 64,
             consume_fuel: true,
+            compile: compile::CompileLimits::default(),
+            compiler: compile::Compiler::InProcess,
+            max_outbound_connections: 256,
         }
     }
 }
@@ -68,6 +81,8 @@ pub struct RunStats {
     pub memory_peak: u64,
     pub logs: Vec<LogLine>,
     pub logs_dropped: u64,
+    /// Outbound HTTP requests the run made (refused ones included).
+    pub http_requests: u32,
     /// Where the compiled component came from (absent when loading failed).
     pub origin: Option<Origin>,
     /// The limits the run was held to (defaults with the manifest applied; absent when
@@ -107,6 +122,7 @@ pub struct Runtime {
     consume_fuel: bool,
     defaults: Limits,
     quarantine: quarantine::Quarantine,
+    outbound: Arc<tokio::sync::Semaphore>,
     _ticker: engine::EpochTicker,
 }
 
@@ -134,6 +150,11 @@ impl Runtime {
             linker,
             config.defaults,
             config.cache_dir.clone(),
+            cache::CompileSettings {
+                compiler: config.compiler.clone(),
+                limits: config.compile,
+                consume_fuel: config.consume_fuel,
+            },
         )?;
         let ticker = engine::EpochTicker::start(&engine)?;
         Ok(Runtime {
@@ -143,6 +164,9 @@ impl Runtime {
             consume_fuel: config.consume_fuel,
             defaults: config.defaults,
             quarantine: quarantine::Quarantine::default(),
+            outbound: Arc::new(tokio::sync::Semaphore::new(
+                config.max_outbound_connections.max(1) as usize,
+            )),
             _ticker: ticker,
         })
     }
@@ -161,7 +185,7 @@ impl Runtime {
     pub async fn run(&self, path: &Path, params: &[(String, String)]) -> RunReport {
         let params = params.to_vec();
         let (result, stats, limits) = self
-            .in_sandbox(path, move |store, instance| {
+            .in_sandbox(path, Transfer::Output, move |store, instance| {
                 Box::pin(async move {
                     let generator = Generator::new(&mut *store, &instance)?;
                     generator.call_generate(store, &params).await
@@ -237,7 +261,7 @@ impl Runtime {
             return Ok(None);
         };
         let (result, _, _) = self
-            .in_sandbox(path, move |store, instance| {
+            .in_sandbox(path, Transfer::CheckParams, move |store, instance| {
                 Box::pin(async move {
                     let func = instance
                         .get_typed_func::<(), (Vec<Vec<(String, String)>>,)>(&mut *store, index)?;
@@ -246,7 +270,19 @@ impl Runtime {
                 })
             })
             .await;
-        result.map(|sets| (!sets.is_empty()).then_some(sets))
+        let sets = result?;
+        if sets.len() > limits::MAX_CHECK_PARAM_SETS {
+            return Err(GenError::host(
+                ErrorKind::InvalidOutput,
+                path,
+                format!(
+                    "check-params returned {} parameter sets; at most {} are run",
+                    sets.len(),
+                    limits::MAX_CHECK_PARAM_SETS
+                ),
+            ));
+        }
+        Ok((!sets.is_empty()).then_some(sets))
     }
 
     /// Sets up a store with the generator's limits, instantiates it and runs `call`,
@@ -254,6 +290,7 @@ impl Runtime {
     async fn in_sandbox<R, F>(
         &self,
         path: &Path,
+        transfer: Transfer,
         call: F,
     ) -> (Result<R, GenError>, RunStats, Limits)
     where
@@ -266,7 +303,8 @@ impl Runtime {
     {
         let started = Instant::now();
         let mut stats = RunStats::default();
-        let _permit = self.permits.acquire().await;
+        // Loading first, without a run permit: a component compiling for a minute
+        // (a limited job of its own, see `compile`) holds no slot of the runs.
         let (loaded, load_cpu) = quarantine::CpuTimed::new(self.cache.load_with_origin(path)).await;
         stats.load_cpu = load_cpu;
         let (loaded, origin) = match loaded {
@@ -280,7 +318,7 @@ impl Runtime {
         let limits = loaded.limits;
         stats.limits = Some(limits);
         // Read at every run, so a rotated secret file is picked up without a reload.
-        let secrets = match loaded.manifest.secret_pairs() {
+        let secrets = match loaded.manifest.secret_pairs().await {
             Ok(s) => s,
             Err(e) => {
                 stats.duration = started.elapsed();
@@ -291,6 +329,7 @@ impl Runtime {
                 );
             }
         };
+        let _permit = self.permits.acquire().await;
         let redactions = log::redaction_list(&secrets);
         let name = path.display().to_string();
         let log = Arc::new(Mutex::new(
@@ -301,6 +340,7 @@ impl Runtime {
             config: loaded.config.clone(),
             secrets,
             http: loaded.http.clone(),
+            outbound: self.outbound.clone(),
         };
         let state = RunState::new(
             limits::MemoryCap::new(limits.memory_bytes),
@@ -310,6 +350,11 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
+        let lift_budget = transfer.budget(&limits);
+        store.set_hostcall_fuel(lift_budget);
+        // Every resource the guest holds (an HTTP request's fields, a stream, a
+        // pollable) is host memory outside the memory cap: cap how many it may hold.
+        store.set_max_component_handles(limits::MAX_GUEST_HANDLES);
         if self.consume_fuel
             && let Err(e) = store
                 .set_fuel(limits.fuel)
@@ -342,6 +387,7 @@ impl Runtime {
         stats.memory_peak = store.data().memory.peak as u64;
         let memory_refusal = store.data().memory.refusal();
         let http_denied = store.data().http_denied().map(str::to_string);
+        stats.http_requests = store.data().http_requests();
         drop(store);
         let (logs, dropped) = match log.lock() {
             Ok(mut l) => l.finish(),
@@ -361,11 +407,20 @@ impl Runtime {
                 format!(
                     "Generator exceeded timeout limit: wall clock {} (it then returned: {})",
                     crate::units::format_duration(limits.timeout),
-                    guest_error.message
+                    guest_words(&guest_error.message, &redactions)
                 ),
                 None,
             )),
-            Ok(Ok(Err(guest_error))) => Err(GenError::returned(path, guest_error.message)),
+            Ok(Ok(Err(guest_error))) => Err(GenError::returned(
+                path,
+                guest_words(&guest_error.message, &redactions),
+            )),
+            Ok(Err(trap)) if is_lift_refusal(&trap) => Err(GenError::guest(
+                ErrorKind::InvalidOutput,
+                path,
+                transfer.refusal(&limits, lift_budget),
+                trap.downcast_ref::<WasmBacktrace>(),
+            )),
             Ok(Err(trap)) => {
                 let (kind, mut message) =
                     error::classify_trap(&trap, memory_refusal, limits.fuel, limits.timeout);
@@ -410,11 +465,75 @@ impl Runtime {
                 e.message = log::redact(&e.message, &redactions);
                 e.traceback = log::redact(&e.traceback, &redactions);
             }
+            // Bounded whatever path the words took (a trap's stderr tail, a wasi error).
+            e.message = log::cut(&e.message, limits::MAX_ERROR_MESSAGE_BYTES).into_owned();
+            e.traceback = log::cut(&e.traceback, 4 * limits::MAX_ERROR_MESSAGE_BYTES).into_owned();
             e
         });
         stats.duration = started.elapsed();
         (result, stats, limits)
     }
+}
+
+/// What a call hands back to the host, which sets how much of it the host lifts.
+#[derive(Debug, Clone, Copy)]
+enum Transfer {
+    /// `generate`'s answer (or its error).
+    Output,
+    /// `check-params`' parameter sets.
+    CheckParams,
+}
+
+impl Transfer {
+    /// The hostcall fuel of the run: the most the host copies out of the guest in one
+    /// transfer, this call's result or any host call the guest makes meanwhile.
+    fn budget(self, limits: &Limits) -> usize {
+        match self {
+            Transfer::Output => limits.lift_budget(),
+            Transfer::CheckParams => limits::CHECK_PARAMS_LIFT_BYTES,
+        }
+    }
+
+    /// The message of an `InvalidOutput` for a transfer past the budget.
+    fn refusal(self, limits: &Limits, budget: usize) -> String {
+        let budget = crate::units::format_size(budget as u64);
+        match self {
+            // Which limit the answer breaks is not known (it was not read): only that
+            // no answer within both could be this large.
+            Transfer::Output => format!(
+                "output exceeds what the max_output_bytes limit of {} and the max_targets limit of {} allow: the generator handed the host more than {budget} at once (its answer, an error message or a log line), and the host stopped copying there",
+                crate::units::format_size(limits.max_output_bytes),
+                limits.max_targets
+            ),
+            Transfer::CheckParams => format!(
+                "check-params returned more than {budget}; at most {} parameter sets of that size are run",
+                limits::MAX_CHECK_PARAM_SETS
+            ),
+        }
+    }
+}
+
+/// Whether wasmtime stopped lifting a value out of the guest because it exceeded the
+/// store's hostcall fuel (its own error type is private; its message is stable
+/// within a wasmtime release, and tests/containment.rs fails if it changes).
+fn is_lift_refusal(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
+/// A guest's own words (its error message) as they leave the sandbox: secrets
+/// redacted first (so a cut cannot leave half a secret), then cut to
+/// [`limits::MAX_ERROR_MESSAGE_BYTES`] before anything else copies them.
+fn guest_words(text: &str, redactions: &[String]) -> String {
+    let redacted = if redactions.is_empty() {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(log::redact(text, redactions))
+    };
+    log::cut(&redacted, limits::MAX_ERROR_MESSAGE_BYTES).into_owned()
 }
 
 /// Parses a check query string (`env=prod&zone=a`) into ordered pairs.

@@ -195,25 +195,31 @@ fn start_lane() -> Option<tokio::runtime::Handle> {
     rx.recv().ok().flatten()
 }
 
-/// Lowers this thread's CPU priority (Linux keeps a nice value per thread).
-#[cfg(target_os = "linux")]
+/// Lowers this thread's CPU priority to the lane's.
 fn lower_priority() {
+    if let Err(e) = set_thread_nice(NICE) {
+        tracing::warn!("cannot lower the low-priority lane's priority: {e}");
+    }
+}
+
+/// Sets the calling thread's nice value (Linux keeps one per thread).
+#[cfg(target_os = "linux")]
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
     let result = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
     };
-    if result != 0 {
-        tracing::warn!(
-            "cannot lower the low-priority lane's priority: {}",
-            std::io::Error::last_os_error()
-        );
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {
-    let _ = NICE;
+pub fn set_thread_nice(_nice: i32) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

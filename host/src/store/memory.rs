@@ -1,17 +1,61 @@
 //! The embedded store of `httpsd serve`: the same semantics as the Redis store, in one
 //! process's memory. Expiry is checked on read and swept when orphans are looked for
-//! (the worker's reaper does that periodically), so memory stays bounded by the live
-//! paths.
+//! (the worker's reaper does that periodically).
+//!
+//! Bounded, since one process holds everything: at most [`MemoryBounds::max_paths`]
+//! paths and [`MemoryBounds::max_bytes`] bytes of cache entries, errors, run reports
+//! and histories. Past either, the least recently used paths are evicted, each whole
+//! (entry, error, run report and history together); a path with a job queued or
+//! running is never evicted. Every cache hit makes its path the most recently used, in
+//! O(1) (`lru.rs`). A result that could not fit even alone, or a value over
+//! [`MemoryBounds::max_value_bytes`], is refused ([`StoreError::Refused`]) and fails
+//! only its own job, instead of evicting everything else.
 
+use super::lru::{Lru, Slot};
 use super::{
     CoolingDown, DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome,
-    Retention, Store, StoreResult, Taken,
+    Retention, Store, StoreError, StoreResult, Taken, check_value_sizes,
 };
 use crate::clock::now_unix;
+use crate::metrics::MemoryStoreMetrics;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How much the memory store holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBounds {
+    /// Paths with an entry, an error, a run report or a history.
+    pub max_paths: usize,
+    /// Bytes of their keys, entries, errors, run reports and histories (plus a small
+    /// fixed cost per path, [`PATH_OVERHEAD`]).
+    pub max_bytes: u64,
+    /// The largest single value (entry, error, run report).
+    pub max_value_bytes: u64,
+}
+
+impl Default for MemoryBounds {
+    fn default() -> Self {
+        MemoryBounds {
+            max_paths: 10_000,
+            max_bytes: 256 << 20,
+            max_value_bytes: super::DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+/// What one path costs beyond its key and values, in the byte count (its map entry,
+/// its recency node, the timestamps): an estimate, so many tiny paths count too.
+pub const PATH_OVERHEAD: usize = 256;
+
+/// What the memory store holds now, and how many paths it has evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUsage {
+    pub paths: usize,
+    pub bytes: u64,
+    pub evictions: u64,
+}
 
 struct Marker {
     state: JobState,
@@ -20,15 +64,108 @@ struct Marker {
     worker_id: String,
     since: f64,
     expires: Instant,
-    /// The path was reloaded while this job ran: its result predates the reload, so it
-    /// is not written and the job runs again (at most one run per path at a time).
+    /// The path was reloaded while this job ran: when it ends its result is written
+    /// and it runs once more (at most one run per path at a time).
     rerun: bool,
+}
+
+/// A value and when it expires.
+struct Timed {
+    value: Bytes,
+    expires: Instant,
+}
+
+/// A kept copy of `value`, for a field of [`PathData`].
+fn timed(value: &[u8], expires: Instant) -> Option<Timed> {
+    Some(Timed {
+        value: Bytes::copy_from_slice(value),
+        expires,
+    })
+}
+
+fn live(value: &Option<Timed>, now: Instant) -> Option<&Bytes> {
+    value.as_ref().filter(|t| t.expires > now).map(|t| &t.value)
+}
+
+fn len_of(value: &Option<Timed>) -> usize {
+    value.as_ref().map_or(0, |t| t.value.len())
+}
+
+/// Everything kept about one path, evicted together.
+struct PathData {
+    entry: Option<Timed>,
+    error: Option<Timed>,
+    run: Option<Timed>,
+    /// Run summaries, newest first, and when the list expires.
+    history: VecDeque<Bytes>,
+    history_expires: Instant,
+    /// Its place in the recency order.
+    slot: Slot,
+    /// What it counts against [`MemoryBounds::max_bytes`] (see [`PathData::size`]).
+    bytes: usize,
+}
+
+impl PathData {
+    fn history_bytes(&self) -> usize {
+        self.history.iter().map(Bytes::len).sum()
+    }
+
+    /// Its byte count: the key twice (map and recency list), the values, the overhead.
+    fn size(&self, key_len: usize) -> usize {
+        PATH_OVERHEAD
+            + 2 * key_len
+            + len_of(&self.entry)
+            + len_of(&self.error)
+            + len_of(&self.run)
+            + self.history_bytes()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entry.is_none()
+            && self.error.is_none()
+            && self.run.is_none()
+            && self.history.is_empty()
+    }
+
+    /// Drops what has expired.
+    fn expire(&mut self, now: Instant) {
+        for value in [&mut self.entry, &mut self.error, &mut self.run] {
+            if value.as_ref().is_some_and(|t| t.expires <= now) {
+                *value = None;
+            }
+        }
+        if self.history_expires <= now {
+            self.history.clear();
+        }
+    }
+
+    /// Records a finished run: its report and its history line.
+    fn record_run(&mut self, f: &Finished, now: Instant, ttl: Duration) {
+        self.run = timed(&f.run, now + ttl);
+        if !f.summary.is_empty() {
+            self.history.push_front(Bytes::copy_from_slice(&f.summary));
+            self.history.truncate(crate::wire::HISTORY_LEN);
+            self.history_expires = now + ttl;
+        }
+    }
+}
+
+/// Why a path was evicted (the `reason` label of the metric).
+#[derive(Clone, Copy)]
+enum Pressure {
+    Paths,
+    Bytes,
 }
 
 #[derive(Default)]
 struct State {
-    /// Cache entries, errors and run reports by their Redis key names.
-    kv: HashMap<String, (Bytes, Instant)>,
+    /// Entries, errors, run reports and histories by full_path.
+    paths: HashMap<String, PathData>,
+    /// The keys of `paths`, most recently used first.
+    lru: Lru,
+    /// The sum of the paths' byte counts.
+    bytes: usize,
+    evictions: u64,
     /// Paths whose last run failed, until when polls do not run them again.
     retry: HashMap<String, Instant>,
     queue: VecDeque<String>,
@@ -36,24 +173,18 @@ struct State {
     markers: HashMap<String, Marker>,
     leases: HashMap<String, Instant>,
     attempts: HashMap<String, u32>,
-    /// Run summaries per path, newest first, and when the list expires.
-    history: HashMap<String, (VecDeque<Bytes>, Instant)>,
     /// When each path's reload cooldown ends.
     reloads: HashMap<String, Instant>,
 }
 
 impl State {
-    fn get(&self, key: &str) -> Option<Bytes> {
-        let now = Instant::now();
-        self.kv
-            .get(key)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(b, _)| b.clone())
-    }
-
-    fn remove(&mut self, key: &str) -> bool {
-        let now = Instant::now();
-        matches!(self.kv.remove(key), Some((_, exp)) if exp > now)
+    /// The live cache entry of `full_path`; a hit makes the path the most recently
+    /// used (O(1)).
+    fn hit(&mut self, full_path: &str) -> Option<Bytes> {
+        let path = self.paths.get(full_path)?;
+        let entry = live(&path.entry, Instant::now())?.clone();
+        self.lru.touch(path.slot);
+        Some(entry)
     }
 
     fn marker(&self, full_path: &str) -> Option<&Marker> {
@@ -72,16 +203,17 @@ impl State {
 
     fn view(&self, full_path: &str) -> DebugView {
         let now = Instant::now();
+        let path = self.paths.get(full_path);
+        let value =
+            |pick: fn(&PathData) -> &Option<Timed>| path.and_then(|p| live(pick(p), now)).cloned();
         DebugView {
-            entry: self.get(full_path),
-            error: self.get(&crate::wire::error_key(full_path)),
+            entry: value(|p| &p.entry),
+            error: value(|p| &p.error),
             job: self.status(full_path),
-            run: self.get(&crate::wire::run_key(full_path)),
-            history: self
-                .history
-                .get(full_path)
-                .filter(|(_, exp)| *exp > now)
-                .map(|(runs, _)| runs.iter().cloned().collect())
+            run: value(|p| &p.run),
+            history: path
+                .filter(|p| p.history_expires > now)
+                .map(|p| p.history.iter().cloned().collect())
                 .unwrap_or_default(),
             reload_cooldown: self
                 .reloads
@@ -89,6 +221,125 @@ impl State {
                 .filter(|until| **until > now)
                 .map(|until| *until - now),
         }
+    }
+
+    /// Changes what is kept about `full_path` (adding the path if new), then counts its
+    /// bytes again and makes it the most recently used; a path left with nothing is
+    /// dropped.
+    fn update(&mut self, full_path: &str, change: impl FnOnce(&mut PathData)) {
+        if !self.paths.contains_key(full_path) {
+            let slot = self.lru.push_front(full_path.to_string());
+            self.paths.insert(
+                full_path.to_string(),
+                PathData {
+                    entry: None,
+                    error: None,
+                    run: None,
+                    history: VecDeque::new(),
+                    history_expires: Instant::now(),
+                    slot,
+                    bytes: 0,
+                },
+            );
+        }
+        let Some(path) = self.paths.get_mut(full_path) else {
+            return;
+        };
+        change(path);
+        let before = path.bytes;
+        path.bytes = path.size(full_path.len());
+        self.bytes = self.bytes - before + path.bytes;
+        self.lru.touch(path.slot);
+        if path.is_empty() {
+            self.drop_path(full_path);
+        }
+    }
+
+    fn drop_path(&mut self, full_path: &str) {
+        if let Some(path) = self.paths.remove(full_path) {
+            self.lru.remove(path.slot);
+            self.bytes -= path.bytes;
+        }
+    }
+
+    /// Removes the live entry (`error` false) or error of `full_path`; whether there
+    /// was one.
+    fn remove(&mut self, full_path: &str, error: bool) -> bool {
+        let now = Instant::now();
+        let Some(path) = self.paths.get(full_path) else {
+            return false;
+        };
+        let value = if error { &path.error } else { &path.entry };
+        if value.is_none() {
+            return false;
+        }
+        let was_live = live(value, now).is_some();
+        self.update(full_path, |p| {
+            if error {
+                p.error = None;
+            } else {
+                p.entry = None;
+            }
+        });
+        was_live
+    }
+
+    /// The byte count `full_path` would have with `f` written: what the bound must
+    /// leave room for.
+    fn size_with(&self, f: &Finished) -> usize {
+        let now = Instant::now();
+        let path = self.paths.get(&f.full_path);
+        let kept = |pick: fn(&PathData) -> &Option<Timed>| {
+            path.and_then(|p| live(pick(p), now)).map_or(0, Bytes::len)
+        };
+        let (entry, error) = match &f.outcome {
+            Outcome::Entry(e) => (e.len(), 0),
+            Outcome::Error(e) => (kept(|p| &p.entry), e.len()),
+            Outcome::Discard => (kept(|p| &p.entry), kept(|p| &p.error)),
+        };
+        let history = path
+            .filter(|p| p.history_expires > now)
+            .map_or(0, PathData::history_bytes);
+        PATH_OVERHEAD
+            + 2 * f.full_path.len()
+            + entry
+            + error
+            + f.run.len()
+            + history
+            + f.summary.len()
+    }
+
+    /// Evicts least recently used paths until both bounds hold, passing over (and
+    /// refreshing) paths with a job queued or running. Returns the evictions by reason.
+    fn evict(&mut self, bounds: &MemoryBounds) -> Vec<Pressure> {
+        let mut evicted = Vec::new();
+        let mut passed = 0;
+        loop {
+            let pressure = if self.paths.len() > bounds.max_paths {
+                Pressure::Paths
+            } else if self.bytes as u64 > bounds.max_bytes {
+                Pressure::Bytes
+            } else {
+                break;
+            };
+            // Every path left has a job: nothing can go now (the next write retries).
+            if passed >= self.lru.len() {
+                break;
+            }
+            let Some((slot, key)) = self.lru.back() else {
+                break;
+            };
+            let key = key.to_string();
+            if self.marker(&key).is_some() {
+                self.lru.touch(slot);
+                passed += 1;
+                continue;
+            }
+            self.drop_path(&key);
+            self.evictions += 1;
+            evicted.push(pressure);
+        }
+        evicted
     }
 
     fn push(&mut self, job: &NewJob, marker_ttl: Duration) {
@@ -131,11 +382,32 @@ impl State {
 
     fn sweep(&mut self) {
         let now = Instant::now();
-        self.kv.retain(|_, (_, exp)| *exp > now);
+        let mut emptied = Vec::new();
+        let mut bytes = 0;
+        for (key, path) in &mut self.paths {
+            path.expire(now);
+            path.bytes = path.size(key.len());
+            bytes += path.bytes;
+            if path.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        self.bytes = bytes;
+        for key in emptied {
+            self.drop_path(&key);
+        }
         self.markers.retain(|_, m| m.expires > now);
         self.leases.retain(|_, exp| *exp > now);
-        self.history.retain(|_, (_, exp)| *exp > now);
+        self.retry.retain(|_, until| *until > now);
         self.reloads.retain(|_, until| *until > now);
+    }
+
+    fn usage(&self) -> MemoryUsage {
+        MemoryUsage {
+            paths: self.paths.len(),
+            bytes: self.bytes as u64,
+            evictions: self.evictions,
+        }
     }
 }
 
@@ -145,20 +417,62 @@ pub struct MemoryStore {
     /// Wakes a waiting [`Store::take`] when a job is pushed.
     pushed: tokio::sync::Notify,
     retention: Retention,
+    bounds: MemoryBounds,
+    metrics: Option<MemoryStoreMetrics>,
 }
 
 impl MemoryStore {
+    /// A store with the default [`MemoryBounds`].
     pub fn new(retention: Retention) -> MemoryStore {
+        MemoryStore::with_bounds(retention, MemoryBounds::default())
+    }
+
+    pub fn with_bounds(retention: Retention, bounds: MemoryBounds) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
             pushed: tokio::sync::Notify::new(),
             retention,
+            bounds,
+            metrics: None,
         }
+    }
+
+    /// Reports evictions and the bytes and paths held on these metrics.
+    pub fn with_metrics(mut self, metrics: MemoryStoreMetrics) -> MemoryStore {
+        metrics.bytes.set(0);
+        metrics.paths.set(0);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn bounds(&self) -> MemoryBounds {
+        self.bounds
+    }
+
+    /// The paths and bytes held now, and the evictions so far.
+    pub fn usage(&self) -> MemoryUsage {
+        self.lock().usage()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the gauges and counts `evicted`.
+    fn publish(&self, s: &State, evicted: &[Pressure]) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        m.bytes.set(s.bytes as i64);
+        m.paths.set(s.paths.len() as i64);
+        for p in evicted {
+            let reason = match p {
+                Pressure::Paths => "paths",
+                Pressure::Bytes => "bytes",
+            };
+            m.evictions.with_label_values(&[reason]).inc();
+        }
     }
 
     fn take_now(&self, worker_id: &str, max: usize) -> Vec<Taken> {
@@ -224,7 +538,7 @@ impl Store for MemoryStore {
     }
 
     async fn get_entry(&self, full_path: &str) -> StoreResult<Option<Bytes>> {
-        Ok(self.lock().get(full_path))
+        Ok(self.lock().hit(full_path))
     }
 
     async fn debug_view(&self, full_path: &str) -> StoreResult<DebugView> {
@@ -265,8 +579,8 @@ impl Store for MemoryStore {
                 }
                 s.reloads.insert(job.full_path.clone(), now + cooldown);
             }
-            let cache_cleared = s.remove(&job.full_path);
-            let error_cache_cleared = s.remove(&crate::wire::error_key(&job.full_path));
+            let cache_cleared = s.remove(&job.full_path, false);
+            let error_cache_cleared = s.remove(&job.full_path, true);
             s.retry.remove(&job.full_path);
             let current = s.marker(&job.full_path).map(|m| (m.state, m.raw.clone()));
             let mut enqueued = true;
@@ -279,6 +593,7 @@ impl Store for MemoryStore {
                 }
                 _ => s.push(job, self.retention.marker),
             }
+            self.publish(&s, &[]);
             ReloadOutcome {
                 cache_cleared,
                 error_cache_cleared,
@@ -330,62 +645,73 @@ impl Store for MemoryStore {
         let mut repushed = false;
         {
             let mut s = self.lock();
+            // Everything is checked before anything is written: a refused batch leaves
+            // no trace, and the caller writes the others again without the refused one.
+            for (i, f) in done.iter().enumerate() {
+                if matches!(f.outcome, Outcome::Discard) {
+                    continue;
+                }
+                check_value_sizes(i, f, self.bounds.max_value_bytes)?;
+                let size = s.size_with(f);
+                if size as u64 > self.bounds.max_bytes {
+                    return Err(StoreError::Refused {
+                        reason: format!(
+                            "with it the path would hold {size} bytes, over the memory store's bound of {} bytes for everything (--memory-store-max-bytes)",
+                            self.bounds.max_bytes
+                        ),
+                        item: Some(i),
+                    });
+                }
+            }
             let now = Instant::now();
+            let (cache_ttl, error_ttl) = (self.retention.cache, self.retention.error);
             for f in done {
                 s.remove_processing(&f.taken.raw);
                 s.leases.remove(&f.taken.lease_id);
                 s.attempts.remove(&f.taken.lease_id);
-                // Some(rerun) when the path's marker is this job's.
+                // Some(rerun) when the path's marker is this job's, running. (Queued
+                // again, by the reaper or a hand-back, it stays: the job will run.)
                 let mine = s
                     .markers
                     .get(&f.full_path)
-                    .filter(|m| m.lease_id == f.taken.lease_id)
+                    .filter(|m| m.lease_id == f.taken.lease_id && m.state == JobState::Running)
                     .map(|m| m.rerun);
-                if mine == Some(true) {
-                    let job = NewJob {
-                        full_path: f.full_path.clone(),
-                        raw: f.taken.raw.clone(),
-                    };
-                    s.push(&job, self.retention.marker);
-                    repushed = true;
-                    continue;
-                }
-                let error_key = crate::wire::error_key(&f.full_path);
                 match &f.outcome {
-                    Outcome::Discard => continue,
-                    Outcome::Entry(entry) => {
-                        s.kv.insert(
-                            f.full_path.clone(),
-                            (Bytes::from(entry.clone()), now + self.retention.cache),
-                        );
-                        s.kv.remove(&error_key);
-                    }
+                    Outcome::Discard => {}
+                    Outcome::Entry(entry) => s.update(&f.full_path, |p| {
+                        p.entry = timed(entry, now + cache_ttl);
+                        p.error = None;
+                        p.record_run(f, now, cache_ttl);
+                    }),
                     Outcome::Error(error) => {
-                        s.kv.insert(
-                            error_key,
-                            (Bytes::from(error.clone()), now + self.retention.error),
-                        );
+                        s.update(&f.full_path, |p| {
+                            p.error = timed(error, now + error_ttl);
+                            p.record_run(f, now, cache_ttl);
+                        });
                         s.retry
                             .insert(f.full_path.clone(), now + self.retention.retry);
                     }
                 }
-                s.kv.insert(
-                    crate::wire::run_key(&f.full_path),
-                    (Bytes::from(f.run.clone()), now + self.retention.cache),
-                );
-                if !f.summary.is_empty() {
-                    let (runs, expires) = s
-                        .history
-                        .entry(f.full_path.clone())
-                        .or_insert_with(|| (VecDeque::new(), now));
-                    runs.push_front(Bytes::from(f.summary.clone()));
-                    runs.truncate(crate::wire::HISTORY_LEN);
-                    *expires = now + self.retention.cache;
-                }
-                if mine.is_some() {
-                    s.markers.remove(&f.full_path);
+                match mine {
+                    // Reloaded while it ran: its result is written all the same (a
+                    // client reloading a slow path cannot keep it unanswered), and it
+                    // runs once more for the reload.
+                    Some(true) => {
+                        let job = NewJob {
+                            full_path: f.full_path.clone(),
+                            raw: f.taken.raw.clone(),
+                        };
+                        s.push(&job, self.retention.marker);
+                        repushed = true;
+                    }
+                    Some(false) => {
+                        s.markers.remove(&f.full_path);
+                    }
+                    None => {}
                 }
             }
+            let evicted = s.evict(&self.bounds);
+            self.publish(&s, &evicted);
         }
         if repushed {
             self.pushed.notify_one();
@@ -422,6 +748,7 @@ impl Store for MemoryStore {
     async fn orphans(&self) -> StoreResult<Vec<String>> {
         let mut s = self.lock();
         s.sweep();
+        self.publish(&s, &[]);
         let s = &*s;
         Ok(s.processing
             .iter()

@@ -14,14 +14,16 @@
 //! 2. [`Store::take`] moves jobs from the queue to the processing list and gives each
 //!    a lease (kept alive by [`Store::heartbeat`]) and an attempt count.
 //! 3. [`Store::finish`] writes the result or the error, drops the job from
-//!    processing and clears the marker.
+//!    processing and clears the marker (or, when the path was reloaded while the job
+//!    ran, queues the job once more).
 //! 4. A worker that dies stops renewing its leases; [`Store::orphans`] finds jobs in
 //!    processing without a lease and [`Store::requeue`] puts them back in the queue.
 
+mod lru;
 pub mod memory;
 pub mod redis;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryBounds, MemoryStore, MemoryUsage};
 pub use redis::{RedisSettings, RedisStore, RedisTls};
 
 use bytes::Bytes;
@@ -32,12 +34,54 @@ use std::time::Duration;
 /// A store failure. Callers answer a 503 (server) or back off (worker).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend cannot be reached or did not answer in time.
+    /// The backend cannot be reached or did not answer in time: the same call may work
+    /// later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The backend answered something this version cannot read.
     #[error("unexpected answer from the store: {0}")]
     Protocol(String),
+    /// The store is there and said no to this very write: a value over the size limit
+    /// (checked here, before anything is sent), Redis out of memory, a script error.
+    /// Sending the same again will not help; the worker fails the job instead
+    /// (`worker/finisher.rs`).
+    #[error("store refused: {reason}")]
+    Refused {
+        reason: String,
+        /// For [`Store::finish`]: the index in the batch of the job whose write was
+        /// refused, when known (the local checks know it); `None`: somewhere in the
+        /// batch. Nothing of a batch refused by a local check was written.
+        item: Option<usize>,
+    },
+}
+
+/// The default of the largest value (a cache entry, an error entry, a run report) a
+/// store accepts; a larger one is refused before it is sent. Far under Redis's
+/// `proto-max-bulk-len` (512 MB), past which Redis drops the connection.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 64 << 20;
+
+/// `Err(Refused)` when a value of `f` is over `max` bytes.
+pub(crate) fn check_value_sizes(index: usize, f: &Finished, max: u64) -> StoreResult<()> {
+    let payload = match &f.outcome {
+        Outcome::Entry(v) => ("cache entry", v.len()),
+        Outcome::Error(v) => ("error entry", v.len()),
+        Outcome::Discard => ("nothing", 0),
+    };
+    for (what, len) in [
+        payload,
+        ("run report", f.run.len()),
+        ("history line", f.summary.len()),
+    ] {
+        if len as u64 > max {
+            return Err(StoreError::Refused {
+                reason: format!(
+                    "its {what} is {len} bytes, over the store's limit of {max} bytes per value (--max-value-bytes)"
+                ),
+                item: Some(index),
+            });
+        }
+    }
+    Ok(())
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -123,7 +167,8 @@ pub enum Outcome {
     Entry(Vec<u8>),
     /// An error entry for `error:<full_path>`; the last good entry stays.
     Error(Vec<u8>),
-    /// Nothing to write: the job could not even be read. It is only removed.
+    /// Nothing to write (the job could not even be read, or what it made was refused
+    /// twice): it is only removed from processing and its path's marker cleared.
     Discard,
 }
 
@@ -193,10 +238,13 @@ pub trait Store: Send + Sync + 'static {
     /// pushed.
     fn enqueue(&self, job: &NewJob) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Deletes the entry and the error of the job's path, then enqueues it, also when a
-    /// job is running (its result predates the reload); not when one is still queued
-    /// (it will run after the reload anyway). When the path was reloaded less than
-    /// `cooldown` ago, changes nothing and says how long to wait (zero: no cooldown).
+    /// Deletes the entry and the error of the job's path, then enqueues it; not when one
+    /// is still queued (it will run after the reload anyway). When a job is running, no
+    /// second one starts beside it: the running job's result is still written when it
+    /// finishes (a client reloading a slow path again and again cannot keep it
+    /// unanswered), and the job then runs once more, so the reload still gets a run
+    /// that started after it. When the path was reloaded less than `cooldown` ago,
+    /// changes nothing and says how long to wait (zero: no cooldown).
     fn reload(
         &self,
         job: &NewJob,
@@ -216,8 +264,12 @@ pub trait Store: Send + Sync + 'static {
     /// may be run again elsewhere).
     fn heartbeat(&self, running: &[Taken]) -> impl Future<Output = StoreResult<usize>> + Send;
 
-    /// Writes results and errors, drops the jobs from processing, clears markers: one
-    /// round trip for the whole batch.
+    /// Writes results and errors, drops the jobs from processing, clears markers (or
+    /// queues a job again whose path was reloaded while it ran): one round trip for the
+    /// whole batch. A value over the store's size limit is refused before anything of
+    /// the batch is written (`Refused` with the job's index); a refusal by the backend
+    /// itself (`Refused` without an index) may leave part of the batch written, and
+    /// writing it again is harmless.
     fn finish(&self, done: &[Finished]) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Puts taken jobs back at the head of the queue (a draining worker), not counted

@@ -15,13 +15,16 @@
 
 use super::{
     CoolingDown, DebugView, Finished, JobState, JobStatus, NewJob, Outcome, ReloadOutcome,
-    Retention, Store, StoreError, StoreResult, Taken,
+    Retention, Store, StoreError, StoreResult, Taken, check_value_sizes,
 };
 use crate::clock::now_unix;
 use crate::wire::{self, PROCESSING, QUEUE};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,6 +95,11 @@ pub struct RedisSettings {
     pub pool_size: u32,
     /// Certificates for `rediss://`; without them the system's trusted roots are used.
     pub tls: RedisTls,
+    /// The largest value written (a cache entry, an error entry, a run report): a
+    /// larger one is refused here, before it is sent. Past Redis's own
+    /// `proto-max-bulk-len` Redis would drop the connection, and with it every command
+    /// multiplexed on it.
+    pub max_value_bytes: u64,
 }
 
 /// PEM files for a `rediss://` connection.
@@ -133,6 +141,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
             .field("tls", &self.tls)
+            .field("max_value_bytes", &self.max_value_bytes)
             .finish()
     }
 }
@@ -144,6 +153,7 @@ impl Default for RedisSettings {
             timeout: Duration::from_secs(2),
             pool_size: 1,
             tls: RedisTls::default(),
+            max_value_bytes: super::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -203,14 +213,24 @@ pub struct PooledConn {
 
 impl PooledConn {
     /// Converts a command's result, marking the connection broken when the command
-    /// failed at the connection level (bb8 then replaces it).
+    /// failed at the connection level (bb8 then replaces it). Redis refusing the
+    /// command itself is [`StoreError::Refused`], anything else `Unavailable`.
     fn check<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
         if let Err(e) = &result
             && is_connection_error(e)
         {
             self.broken.store(true, Ordering::Relaxed);
         }
-        result.map_err(unavailable)
+        result.map_err(|e| {
+            if is_refusal(&e) {
+                StoreError::Refused {
+                    reason: format!("Redis answered: {e}"),
+                    item: None,
+                }
+            } else {
+                unavailable(e)
+            }
+        })
     }
 }
 
@@ -299,6 +319,24 @@ fn lock_slot(slot: &Mutex<Option<PooledConn>>) -> std::sync::MutexGuard<'_, Opti
 fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
+
+/// Redis answered, and refused this very command: a script error (`ERR`), an aborted
+/// script, or out of memory (`OOM`, past `maxmemory` with nothing it may evict). Not a
+/// failover or a busy server (`LOADING`, `READONLY`, `MASTERDOWN`, `TRYAGAIN`, `BUSY`),
+/// which pass, nor a missing permission, which an operator fixes: those stay
+/// `Unavailable`, and a worker retries them.
+fn is_refusal(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => true,
+        ErrorKind::Extension => e.code() == Some("OOM"),
+        _ => false,
+    }
+}
+
+/// Most bytes of values sent in one `finish.lua` call: a group of large results goes
+/// in several calls (each atomic), so no request nears Redis's query-buffer limit
+/// (`client-query-buffer-limit`, 1 GB, past which it drops the connection).
+const FINISH_CALL_BYTES: usize = 64 << 20;
 
 fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
@@ -495,6 +533,46 @@ fn bytes_of(v: Option<Vec<u8>>) -> Option<Bytes> {
     v.map(Bytes::from)
 }
 
+/// The bytes of values one finished job sends.
+fn value_bytes(f: &Finished) -> usize {
+    let payload = match &f.outcome {
+        Outcome::Entry(v) | Outcome::Error(v) => v.len(),
+        Outcome::Discard => 0,
+    };
+    payload + f.run.len() + f.summary.len()
+}
+
+impl RedisStore {
+    /// One `finish.lua` call.
+    async fn finish_call(&self, done: &[Finished]) -> StoreResult<()> {
+        let mut invocation = self.scripts.finish.key(PROCESSING);
+        invocation
+            .key(QUEUE)
+            .arg(ms(self.retention.cache))
+            .arg(ms(self.retention.error))
+            .arg(wire::HISTORY_LEN)
+            .arg(now_unix())
+            .arg(ms(self.retention.marker))
+            .arg(ms(self.retention.retry));
+        for f in done {
+            let (kind, payload) = match &f.outcome {
+                Outcome::Entry(entry) => ("1", entry.as_slice()),
+                Outcome::Error(error) => ("0", error.as_slice()),
+                Outcome::Discard => ("x", &[][..]),
+            };
+            invocation
+                .arg(&f.taken.raw)
+                .arg(&f.taken.lease_id)
+                .arg(&f.full_path)
+                .arg(kind)
+                .arg(payload)
+                .arg(f.run.as_slice())
+                .arg(f.summary.as_slice());
+        }
+        on_conn!(self, |c| invocation.invoke_async::<()>(c).await)
+    }
+}
+
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
@@ -640,34 +718,24 @@ impl Store for RedisStore {
     }
 
     async fn finish(&self, done: &[Finished]) -> StoreResult<()> {
-        if done.is_empty() {
-            return Ok(());
+        // Nothing over the limit is sent: Redis would refuse it at best and drop the
+        // shared connection at worst.
+        for (i, f) in done.iter().enumerate() {
+            check_value_sizes(i, f, self.settings.max_value_bytes)?;
         }
-        let mut invocation = self.scripts.finish.key(PROCESSING);
-        invocation
-            .key(QUEUE)
-            .arg(ms(self.retention.cache))
-            .arg(ms(self.retention.error))
-            .arg(wire::HISTORY_LEN)
-            .arg(now_unix())
-            .arg(ms(self.retention.marker))
-            .arg(ms(self.retention.retry));
-        for f in done {
-            let (kind, payload) = match &f.outcome {
-                Outcome::Entry(entry) => ("1", entry.as_slice()),
-                Outcome::Error(error) => ("0", error.as_slice()),
-                Outcome::Discard => ("x", &[][..]),
-            };
-            invocation
-                .arg(&f.taken.raw)
-                .arg(&f.taken.lease_id)
-                .arg(&f.full_path)
-                .arg(kind)
-                .arg(payload)
-                .arg(f.run.as_slice())
-                .arg(f.summary.as_slice());
+        let mut rest = done;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && (n == 0 || bytes + value_bytes(&rest[n]) <= FINISH_CALL_BYTES) {
+                bytes += value_bytes(&rest[n]);
+                n += 1;
+            }
+            let (call, later) = rest.split_at(n);
+            self.finish_call(call).await?;
+            rest = later;
         }
-        on_conn!(self, |c| invocation.invoke_async::<()>(c).await)
+        Ok(())
     }
 
     async fn hand_back(&self, taken: &[Taken]) -> StoreResult<()> {

@@ -2,6 +2,7 @@
 //! Re-read on every run, like the old tool, so an edit shows up on the next job.
 
 use crate::model::TargetGroup;
+use crate::runtime::files::{ReadError, read_blocking};
 use crate::runtime::{ErrorKind, GenError, Limits};
 use crate::validate::{check_groups, groups_from_value};
 use std::path::Path;
@@ -16,23 +17,21 @@ pub enum Format {
 /// Parses and validates one static file. Parse errors keep the parser's line and
 /// column; shape errors name the group.
 pub fn load(path: &Path, format: Format, limits: &Limits) -> Result<Vec<TargetGroup>, GenError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        GenError::host(
-            ErrorKind::LoadError,
-            path,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    if bytes.len() as u64 > limits.max_output_bytes {
-        return Err(GenError::host(
-            ErrorKind::InvalidOutput,
-            path,
-            format!(
+    // Read only if it is a regular file no larger than the answer it may become.
+    let bytes = read_blocking(path, limits.max_output_bytes).map_err(|e| {
+        let kind = match e {
+            ReadError::TooLarge { .. } => ErrorKind::InvalidOutput,
+            _ => ErrorKind::LoadError,
+        };
+        let message = match e {
+            ReadError::TooLarge { .. } => format!(
                 "file is larger than the max_output_bytes limit of {}",
                 crate::units::format_size(limits.max_output_bytes)
             ),
-        ));
-    }
+            other => other.to_string(),
+        };
+        GenError::host(kind, path, message)
+    })?;
     parse_groups(&bytes, format, limits).map_err(|(kind, msg)| GenError::host(kind, path, msg))
 }
 

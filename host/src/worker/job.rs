@@ -24,6 +24,87 @@ pub struct JobContext {
 /// The `error_type` of a job given up on after too many attempts.
 pub const WORKER_LOST: &str = "WorkerLostError";
 
+/// The `error_type` of a job whose result the store refused (too large, or Redis out
+/// of memory): see [`store_refused`].
+pub const STORE_REFUSED: &str = "StoreRefusedError";
+
+/// Most bytes of the store's reason quoted in a [`STORE_REFUSED`] message.
+const MAX_REFUSAL_REASON: usize = 512;
+
+/// A run report larger than this is not kept with a [`STORE_REFUSED`] error (it may be
+/// what was refused).
+const MAX_REFUSED_RUN_REPORT: usize = 16 << 10;
+
+/// What to write instead of `refused`, whose result the store refused for `reason`: a
+/// small error entry in the wire format (the path's last good entry stays, as after
+/// any failure), the run report only if small, and a history line. Its size is bounded
+/// whatever was refused.
+pub fn store_refused(refused: &Finished, worker_id: &str, reason: &str) -> Finished {
+    let job: Option<Job> = serde_json::from_str(&refused.taken.raw).ok();
+    let what = match &refused.outcome {
+        Outcome::Entry(v) => format!("a cache entry of {} bytes", v.len()),
+        Outcome::Error(v) => format!("an error entry of {} bytes", v.len()),
+        Outcome::Discard => "nothing".to_string(),
+    };
+    let mut reason = reason.to_string();
+    if reason.len() > MAX_REFUSAL_REASON {
+        let mut end = MAX_REFUSAL_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    let message = format!(
+        "the store refused this job's result ({what}, with a run report of {} bytes): {reason}",
+        refused.run.len()
+    );
+    // The original run's time, from its history line.
+    let processing_time = serde_json::from_slice::<serde_json::Value>(&refused.summary)
+        .ok()
+        .and_then(|v| v["processing_time"].as_f64())
+        .unwrap_or(0.0);
+    let now = now_unix();
+    let job_id = job.as_ref().map(|j| j.job_id.clone()).unwrap_or_default();
+    let details = ErrorDetails {
+        error_type: STORE_REFUSED.to_string(),
+        traceback: format!(
+            "Traceback (most recent call last):\n  File \"{}\", in <worker>\n{STORE_REFUSED}: {message}",
+            refused.full_path
+        ),
+        error_message: message,
+        worker_id: worker_id.to_string(),
+        job_id: job_id.clone(),
+        path: job.as_ref().map(|j| j.path.clone()).unwrap_or_default(),
+        extra_args: job.map(|j| j.extra_args).unwrap_or_default(),
+        timestamp: iso8601(now),
+        processing_time,
+        generator: None,
+        full_path: Some(refused.full_path.clone()),
+    };
+    let summary = serde_json::to_vec(&RunSummary {
+        finished: now,
+        job_id: &job_id,
+        worker_id,
+        attempts: refused.taken.attempts,
+        processing_time,
+        targets: None,
+        error_type: Some(STORE_REFUSED),
+    })
+    .unwrap_or_default();
+    Finished {
+        taken: refused.taken.clone(),
+        full_path: refused.full_path.clone(),
+        outcome: Outcome::Error(ErrorEntry::new(now, details).to_vec()),
+        run: if refused.run.len() <= MAX_REFUSED_RUN_REPORT {
+            refused.run.clone()
+        } else {
+            Vec::new()
+        },
+        summary,
+    }
+}
+
 /// `httpsd:run:<full_path>`: what the last run of a path did.
 #[derive(Debug, Serialize)]
 pub struct RunRecord<'a> {
@@ -260,6 +341,11 @@ fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {
         if r.kind == crate::targets::GeneratorKind::Wasm {
             m.instantiate.observe(r.stats.instantiate.as_secs_f64());
             m.fuel.inc_by(r.stats.fuel_used);
+            m.cpu.inc_by(r.stats.cpu.as_secs_f64());
+            m.memory_peak
+                .set(i64::try_from(r.stats.memory_peak).unwrap_or(i64::MAX));
+            m.log_dropped.inc_by(r.stats.logs_dropped);
+            m.http_requests.inc_by(u64::from(r.stats.http_requests));
         }
     }
 }

@@ -156,7 +156,7 @@ impl Backoff {
         Backoff(Backoff::MIN)
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.0 = Backoff::MIN;
     }
 

@@ -3,8 +3,10 @@
 -- | 0 error | x discard), entry or error, run report, history summary.
 -- For each job: writes the result (and drops the old error) or the error (keeping the
 -- last good entry), records the run, drops the job from processing, and clears the
--- path's marker if it is this job's. A job its path was reloaded during (marker field
--- rerun, reload.lua) writes no result (it predates the reload) and is queued again.
+-- path's marker if it is this job's and running (a job queued again meanwhile, by the
+-- reaper or a hand-back, keeps it). A job its path was reloaded during (marker field
+-- rerun, reload.lua) still writes its result, so a client reloading a slow path again
+-- and again cannot keep it unanswered, and is then queued once more for the reload.
 -- One script for a whole batch: one round trip, one script call. Commands per job are
 -- counted: they are most of Redis's work per job.
 local cache_ttl, error_ttl, history_len = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -15,13 +17,9 @@ for i = 7, #ARGV, 7 do
   -- finishing) is near the tail and the scan is short.
   redis.call('LREM', KEYS[1], -1, raw)
   local marker = marker_key(fp)
-  local owner = redis.call('HMGET', marker, 'job', 'rerun')
-  local mine = owner[1] == id
-  if mine and owner[2] then
-    redis.call('DEL', lease_key(id), attempts_key(id))
-    push(KEYS[2], fp, raw, now, marker_ttl)
-    kind = 'x'
-  elseif kind == '1' then
+  local owner = redis.call('HMGET', marker, 'job', 'state', 'rerun')
+  local mine = owner[1] == id and owner[2] == 'running'
+  if kind == '1' then
     redis.call('DEL', lease_key(id), attempts_key(id), 'error:' .. fp)
     redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
     -- Servers' local caches drop their copy (server/local.rs).
@@ -44,7 +42,13 @@ for i = 7, #ARGV, 7 do
       if n > 2 * history_len then redis.call('LTRIM', history, 0, history_len - 1) end
       if n == 1 or n > 2 * history_len then redis.call('PEXPIRE', history, cache_ttl) end
     end
-    if mine then redis.call('DEL', marker) end
+  end
+  if mine then
+    if owner[3] then
+      push(KEYS[2], fp, raw, now, marker_ttl)
+    else
+      redis.call('DEL', marker)
+    end
   end
 end
 return 1

@@ -1,10 +1,11 @@
 -- KEYS: queue, processing. ARGV: full_path, job, now, marker_ttl_ms, cooldown_ms.
 -- Refused (returns {-1, ms left}) while the path's cooldown key lives. Otherwise sets
 -- it, deletes the entry and the error, then enqueues, unless a queued job is really
--- still in the queue (it will run after the reload anyway). A running job's result
--- predates the reload, so it is marked to run again when it ends (finish.lua) instead
--- of a second job running beside it: a path never has two runs at once, however often
--- it is reloaded.
+-- still in the queue (it will run after the reload anyway). A running job is marked
+-- to run again when it ends (finish.lua) instead of a second job running beside it: a
+-- path never has two runs at once, however often it is reloaded. Its result is still
+-- written when it ends, so reloads cannot keep a slow path unanswered; the run after
+-- it is the one that started after the reload.
 local fp = ARGV[1]
 if tonumber(ARGV[5]) > 0 then
   local cooldown = PREFIX .. 'reload:' .. fp

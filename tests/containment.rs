@@ -1,0 +1,458 @@
+//! Containment: generators that stay inside every guest limit and try to make the
+//! *host* do the work — lift a huge answer or error, validate quadratically, escape six
+//! bytes for one, flood the log, open thousands of sockets, stall a TLS handshake,
+//! name a FIFO as a secret, hand over a component that takes a minute to compile. Each
+//! must end as a typed error (or a bounded answer) within its limits, through `httpsd
+//! check`, through a real `httpsd serve` and through a real server and worker on Redis,
+//! while a healthy path is polled ten times a second and the host's RSS, open
+//! descriptors and log are measured.
+
+mod support;
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Httpsd, RedisServer, Tree, eventually, get};
+
+/// How a threat must end.
+#[derive(Debug, Clone, Copy)]
+enum Ends {
+    /// A cached error of this type whose message contains the text.
+    Error(&'static str, &'static str),
+    /// A 200 answer (the threat is in what the host does on the side: the log).
+    Answer,
+}
+
+struct Threat {
+    /// The request path, also the directory under the tree.
+    path: &'static str,
+    ends_in_serve: Ends,
+    /// What `httpsd check` says (it also runs `check-params`).
+    ends_in_check: Ends,
+}
+
+const THREATS: &[Threat] = &[
+    Threat {
+        path: "huge-error",
+        ends_in_serve: Ends::Error("GeneratorError", "[cut: "),
+        ends_in_check: Ends::Error("GeneratorError", "[cut: "),
+    },
+    Threat {
+        path: "wide-output",
+        ends_in_serve: Ends::Error("InvalidOutput", "max_output_bytes"),
+        ends_in_check: Ends::Error("InvalidOutput", "max_output_bytes"),
+    },
+    Threat {
+        path: "quadratic-labels",
+        ends_in_serve: Ends::Error("InvalidOutput", "appears twice"),
+        ends_in_check: Ends::Error("InvalidOutput", "appears twice"),
+    },
+    Threat {
+        path: "escaped-output",
+        ends_in_serve: Ends::Error("InvalidOutput", "as JSON"),
+        ends_in_check: Ends::Error("InvalidOutput", "as JSON"),
+    },
+    Threat {
+        path: "log-flood",
+        ends_in_serve: Ends::Answer,
+        ends_in_check: Ends::Answer,
+    },
+    Threat {
+        path: "socket-flood",
+        ends_in_serve: Ends::Error("Trap", "handle limit exceeded"),
+        ends_in_check: Ends::Error("Trap", "handle limit exceeded"),
+    },
+    Threat {
+        path: "tls-stall",
+        ends_in_serve: Ends::Error("TimeoutError", "wall clock 2s"),
+        ends_in_check: Ends::Error("TimeoutError", "wall clock 2s"),
+    },
+    Threat {
+        path: "fifo-secret",
+        ends_in_serve: Ends::Error("LoadError", "not a regular file"),
+        ends_in_check: Ends::Error("LoadError", "not a regular file"),
+    },
+    Threat {
+        path: "compile-bomb",
+        ends_in_serve: Ends::Error("LoadError", "compile "),
+        ends_in_check: Ends::Error("LoadError", "compile "),
+    },
+    Threat {
+        path: "check-params-flood",
+        ends_in_serve: Ends::Answer,
+        ends_in_check: Ends::Error("InvalidOutput", "check-params"),
+    },
+];
+
+/// The compile budget the tests give httpsd, so the compile bomb ends in seconds.
+const COMPILE_TIMEOUT: &str = "5s";
+
+/// A TCP server that accepts connections and never answers: what the socket flood
+/// connects to, and a TLS server whose handshake never comes.
+struct BlackHole {
+    port: u16,
+    accepted: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, flag) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        *count.lock().unwrap() += 1;
+                        // Bounded: the test process has descriptors to keep too.
+                        if held.len() < 4000 {
+                            held.push(s);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+                // Closed by the other side: forget it.
+                held.retain(|s| {
+                    let mut b = [0u8; 1];
+                    s.set_nonblocking(true).ok();
+                    !matches!((&*s).read(&mut b), Ok(0))
+                });
+            }
+        });
+        BlackHole {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The tree: `healthy/` (static-nodes) and one directory per threat.
+fn threat_tree(hole: &BlackHole) -> Tree {
+    let t = Tree::new();
+    t.wasm("healthy/static-nodes.wasm", "static-nodes");
+    for name in [
+        "huge-error",
+        "wide-output",
+        "quadratic-labels",
+        "escaped-output",
+        "log-flood",
+        "check-params-flood",
+    ] {
+        t.wasm(&format!("{name}/gen.wasm"), &format!("fixture-{name}"));
+    }
+    t.wasm("socket-flood/gen.wasm", "fixture-socket-flood");
+    t.file(
+        "socket-flood/gen.toml",
+        &format!(
+            "[limits]\ntimeout = \"3s\"\n[config]\nurl = \"http://127.0.0.1:{port}/\"\ncount = 20000\n[http]\nallow = [\"127.0.0.1:{port}\"]\n",
+            port = hole.port
+        ),
+    );
+    t.wasm("tls-stall/gen.wasm", "fixture-tls-stall");
+    t.file(
+        "tls-stall/gen.toml",
+        &format!(
+            "[limits]\ntimeout = \"2s\"\n[config]\nurl = \"https://127.0.0.1:{port}/hosts\"\n[http]\nallow = [\"127.0.0.1:{port}\"]\n",
+            port = hole.port
+        ),
+    );
+    let fifo = t.path("fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    t.wasm("fifo-secret/gen.wasm", "static-nodes");
+    t.file(
+        "fifo-secret/gen.toml",
+        &format!(
+            "[secrets]\ntoken = {{ file = {:?} }}\n",
+            fifo.to_str().unwrap()
+        ),
+    );
+    let bomb = t.path("compile-bomb/gen.wasm");
+    std::fs::create_dir_all(bomb.parent().unwrap()).unwrap();
+    std::fs::write(&bomb, support::bomb::compile_bomb()).unwrap();
+    t
+}
+
+/// The peak of a process's resident memory and open descriptors, sampled every 20 ms
+/// (the kernel's own VmHWM gives the RSS peak between samples too).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, usize)>>,
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut rss, mut fds) = (0u64, 0usize);
+            while !flag.load(Ordering::Relaxed) {
+                rss = rss.max(rss_kib(pid, "VmRSS:"));
+                fds = fds.max(open_fds(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (rss, fds)
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// (peak RSS in KiB, peak open descriptors).
+    fn finish(mut self) -> (u64, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Polls `/targets/healthy` ten times a second until stopped; returns every status.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<u16>>>,
+}
+
+impl Poller {
+    fn start(port: u16) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                statuses.push(get(port, "/targets/healthy").map_or(0, |r| r.status));
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(started.elapsed()));
+            }
+            statuses
+        });
+        Poller {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<u16> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Waits until `path` has an outcome: its cached error or a 200.
+fn outcome(port: u16, path: &str) -> Result<Value, Value> {
+    eventually(120, &format!("/targets/{path} to end"), || {
+        let r = get(port, &format!("/targets/{path}")).ok()?;
+        if r.status == 200 {
+            return Some(Ok(r.json()));
+        }
+        let d = get(port, &format!("/targets/{path}?debug=true"))
+            .ok()?
+            .json();
+        let err = &d["debug_info"]["error_details"];
+        err.is_object().then(|| Err(err.clone()))
+    })
+}
+
+fn assert_ends(path: &str, ends: Ends, got: &Result<Value, Value>) {
+    match (ends, got) {
+        (Ends::Answer, Ok(body)) => assert!(body.is_array(), "{path}: {body}"),
+        (Ends::Error(kind, text), Err(e)) => {
+            assert_eq!(e["error_type"], kind, "{path}: {e}");
+            let message = e["error_message"].as_str().unwrap_or("");
+            assert!(message.contains(text), "{path}: {message}");
+            // The guest's words are bounded whatever it handed over.
+            assert!(message.len() <= 17 << 10, "{path}: {} bytes", message.len());
+            let traceback = e["traceback"].as_str().unwrap_or("");
+            assert!(traceback.len() <= 80 << 10, "{path}: {}", traceback.len());
+        }
+        (ends, got) => panic!("{path}: expected {ends:?}, got {got:?}"),
+    }
+}
+
+/// Requests every threat at once while the healthy path is polled; returns (idle RSS,
+/// peak RSS, RSS after the burst, peak fds) of `measured`, all in KiB/count.
+fn under_attack(port: u16, measured: u32, ends: impl Fn(&Threat) -> Ends) -> Vec<u64> {
+    eventually(60, "the healthy path to answer", || {
+        get(port, "/targets/healthy")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kib(measured, "VmRSS:");
+    let sampler = Sampler::start(measured);
+    let poller = Poller::start(port);
+    let started = Instant::now();
+    for t in THREATS {
+        let r = get(port, &format!("/targets/{}", t.path)).unwrap();
+        assert!(matches!(r.status, 200 | 503), "{}: {}", t.path, r.status);
+    }
+    let ended: Vec<(String, Result<Value, Value>, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = THREATS
+            .iter()
+            .map(|t| {
+                s.spawn(move || (t.path.to_string(), outcome(port, t.path), started.elapsed()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // The compile bomb again: its failure is remembered, not compiled once more.
+    let again = get(port, "/targets/compile-bomb?reload=true").unwrap();
+    assert!(matches!(again.status, 200 | 503), "{}", again.status);
+    let bomb = outcome(port, "compile-bomb").unwrap_err();
+    assert!(
+        bomb["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("not retried"),
+        "{bomb}"
+    );
+    let statuses = poller.finish();
+    let (peak, fds) = sampler.finish();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(measured, "VmRSS:");
+    for ((path, got, took), t) in ended.iter().zip(THREATS) {
+        eprintln!(
+            "  {path:<20} {:<16} after {:>5.1} s",
+            match got {
+                Ok(_) => "200".to_string(),
+                Err(e) => e["error_type"].as_str().unwrap_or("?").to_string(),
+            },
+            took.as_secs_f64()
+        );
+        assert_ends(path, ends(t), got);
+    }
+    let bad: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(
+        bad.is_empty(),
+        "the healthy path answered {} of {} polls with something else: {bad:?}",
+        bad.len(),
+        statuses.len()
+    );
+    eprintln!(
+        "  healthy path: {} of {} polls answered 200; RSS idle {} MiB, peak {} MiB, 2 s after {} MiB; peak open fds {fds}",
+        statuses.len(),
+        statuses.len(),
+        idle >> 10,
+        peak >> 10,
+        after >> 10
+    );
+    assert!(
+        peak < idle + (512 << 10),
+        "peak RSS {} MiB over idle {} MiB + 512 MiB",
+        peak >> 10,
+        idle >> 10
+    );
+    assert!(fds < 1000, "{fds} open descriptors");
+    vec![idle, peak, after, fds as u64]
+}
+
+#[test]
+fn every_threat_ends_typed_through_check() {
+    let hole = BlackHole::start();
+    let tree = threat_tree(&hole);
+    let cache = tempfile::tempdir().unwrap();
+    for t in THREATS {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_httpsd"))
+            .args(["check", tree.root().to_str().unwrap(), "--path", t.path])
+            .args(["--format", "json", "--compile-timeout", COMPILE_TIMEOUT])
+            .args(["--cache-dir", cache.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{}: {e}\n{}", t.path, String::from_utf8_lossy(&out.stderr))
+        });
+        let run = &doc["runs"][0];
+        let got = match run.get("error") {
+            Some(e) if e.is_object() => Err(e.clone()),
+            _ => Ok(Value::Array(Vec::new())),
+        };
+        eprintln!(
+            "  check {:<20} {}",
+            t.path,
+            got.as_ref()
+                .err()
+                .map_or("ok", |e| e["error_type"].as_str().unwrap_or("?"))
+        );
+        assert_ends(t.path, t.ends_in_check, &got);
+        // What the check printed is bounded too (the log flood, the huge error).
+        assert!(
+            out.stdout.len() < 1 << 20,
+            "{}: {} bytes",
+            t.path,
+            out.stdout.len()
+        );
+    }
+}
+
+#[test]
+fn threats_at_once_leave_serve_answering_within_its_budget() {
+    let hole = BlackHole::start();
+    let tree = threat_tree(&hole);
+    let serve = Httpsd::serve(
+        tree.root(),
+        &["--compile-timeout", COMPILE_TIMEOUT, "--wait-on-miss", "0s"],
+    );
+    eprintln!("httpsd serve under {} threats at once:", THREATS.len());
+    under_attack(serve.port, serve.pid(), |t| t.ends_in_serve);
+    let accepted = *hole.accepted.lock().unwrap();
+    assert!(
+        accepted <= 256 + 16,
+        "the socket flood opened {accepted} connections"
+    );
+    // A million guest lines and a 16 MiB one did not reach httpsd's own log.
+    let log = std::fs::metadata(&serve.log).unwrap().len();
+    assert!(log < 4 << 20, "httpsd's log grew to {log} bytes");
+    eprintln!(
+        "  sockets the flood got: {accepted}; httpsd's log: {} KiB",
+        log >> 10
+    );
+}
+
+#[test]
+fn threats_at_once_leave_a_fleet_answering_within_its_budget() {
+    let hole = BlackHole::start();
+    let tree = threat_tree(&hole);
+    let redis = RedisServer::start();
+    let server = Httpsd::server(tree.root(), &redis.url(), &[]);
+    let worker = Httpsd::worker(
+        tree.root(),
+        &redis.url(),
+        &["--compile-timeout", COMPILE_TIMEOUT],
+    );
+    eprintln!(
+        "httpsd server + worker on Redis under {} threats at once (worker measured):",
+        THREATS.len()
+    );
+    under_attack(server.port, worker.pid(), |t| t.ends_in_serve);
+    let log = std::fs::metadata(&worker.log).unwrap().len();
+    assert!(log < 4 << 20, "the worker's log grew to {log} bytes");
+}
