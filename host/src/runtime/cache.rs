@@ -326,7 +326,7 @@ impl ComponentCache {
         let mut component = None;
         let mut origin = Origin::Compiled;
         if let Some(artifact) = artifact.as_ref().filter(|a| a.exists()) {
-            match self.load_artifact(artifact) {
+            match compile::load_artifact(&self.engine, artifact, self.compile.limits) {
                 Ok(c) => {
                     component = Some(c);
                     origin = Origin::Artifact;
@@ -375,22 +375,6 @@ impl ComponentCache {
         })?;
         let check_export = component.get_export_index(None, "check-params");
         Ok((Arc::new(Compiled { pre, check_export }), origin))
-    }
-
-    /// An artifact from the cache directory, if it is of a plausible size.
-    fn load_artifact(&self, artifact: &Path) -> Result<Component, String> {
-        let max = self.compile.limits.max_component_bytes.saturating_mul(16);
-        let len = std::fs::metadata(artifact)
-            .map_err(|e| e.to_string())?
-            .len();
-        if len > max {
-            return Err(format!("larger than {}", crate::units::format_size(max)));
-        }
-        // SAFETY: the artifact was written by `Component::serialize` of an engine with
-        // the same compatibility hash (it is in the file name), into a cache directory
-        // this process created; a truncated or foreign file fails deserialisation's own
-        // checks and is recompiled.
-        unsafe { Component::deserialize_file(&self.engine, artifact) }.map_err(|e| format!("{e:#}"))
     }
 }
 

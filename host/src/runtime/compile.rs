@@ -229,9 +229,10 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result
     }
 }
 
-/// Loads an artifact the child wrote, refusing one far larger than any compile of an
-/// allowed component produces.
-fn load_artifact(
+/// Loads a precompiled artifact (one the child wrote, or one from the cache
+/// directory), refusing one far larger than any compile of an allowed component
+/// produces.
+pub(super) fn load_artifact(
     engine: &Engine,
     artifact: &Path,
     limits: CompileLimits,
@@ -246,8 +247,10 @@ fn load_artifact(
             format_size(max)
         ));
     }
-    // SAFETY: the file was just written by our own compiler process, from an engine
-    // with the same settings; a mismatch fails deserialisation's own checks.
+    // SAFETY: the file was written by `Component::serialize` of an engine with the same
+    // settings (our compiler process, or an earlier run with the same compatibility
+    // hash in the file name); a truncated, foreign or mismatched file fails
+    // deserialisation's own checks.
     unsafe { Component::deserialize_file(engine, artifact) }
         .map_err(|e| format!("cannot load the compiled component: {e:#}"))
 }

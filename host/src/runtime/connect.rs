@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
@@ -123,7 +123,6 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
                 || (first & 0xffc0) == 0xfec0
-                || v6 == Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)
                 || (first == 0x2001 && v6.segments()[1] == 0xdb8))
         }
     }
@@ -179,13 +178,16 @@ pub async fn resolve(
     Ok(found)
 }
 
-/// The waits of one request, each already cut to the run's deadline.
+/// The waits of one request, each already cut to the run's deadline, and the most
+/// body it may receive.
 #[derive(Debug, Clone, Copy)]
 pub struct Waits {
     /// TCP connect, TLS handshake and HTTP handshake together.
     pub connect: Duration,
     pub first_byte: Duration,
     pub between_bytes: Duration,
+    /// Response body bytes (`[http] max_response_bytes`).
+    pub max_body: u64,
 }
 
 /// Connects to one of `addrs` (in order), does TLS when `tls_name` is set, sends
@@ -255,10 +257,12 @@ pub async fn send(
 
     let between = waits.between_bytes.max(Duration::from_millis(1));
     let response = head.map(|incoming| {
-        TimedBody {
+        BoundedBody {
             incoming,
             between,
             timer: Box::pin(tokio::time::sleep(between)),
+            seen: 0,
+            cap: waits.max_body,
         }
         .boxed_unsync()
     });
@@ -317,14 +321,18 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-/// A response body that fails when no bytes come for `between`.
-struct TimedBody {
+/// A response body that fails when no bytes come for `between`, or once more than
+/// `cap` bytes came through (a chunked answer, or one whose `Content-Length` was not
+/// the truth).
+struct BoundedBody {
     incoming: hyper::body::Incoming,
     between: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    seen: u64,
+    cap: u64,
 }
 
-impl Body for TimedBody {
+impl Body for BoundedBody {
     type Data = Bytes;
     type Error = HttpError;
 
@@ -334,6 +342,12 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                self.seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if self.seen > self.cap {
+                    return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                        self.seen,
+                    )))));
+                }
                 let next = tokio::time::Instant::now() + self.between;
                 self.timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))

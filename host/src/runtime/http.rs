@@ -11,19 +11,17 @@
 //! gets control back, hits the epoch deadline and stops with a `TimeoutError` and its
 //! traceback, rather than treating a timeout as an ordinary error). A response body is
 //! capped at `max_response_bytes`, checked against `Content-Length` up front and counted
-//! while it streams.
+//! while it streams. A run has at most `max_connections` open and makes at most
+//! `max_requests`; the process shares `--max-outbound-connections`. The connection
+//! itself (where a name may lead, TLS) is [`super::connect`]'s.
 
 use super::connect::{self, IoFuture, Network};
 use super::engine::EPOCH_TICK;
 use super::limits::SizeOrText;
 use super::log::{LogLevel, RunLog};
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -354,6 +352,7 @@ impl WasiHttpHooks for HttpPolicy {
                 connect: connect.min(left()),
                 first_byte,
                 between_bytes,
+                max_body: cap,
             };
             let tls_name = tls.then(|| {
                 host.trim_start_matches('[')
@@ -392,14 +391,6 @@ impl WasiHttpHooks for HttpPolicy {
                     response.status().as_u16()
                 ),
             );
-            let response = response.map(|body| {
-                CappedBody {
-                    inner: body,
-                    seen: 0,
-                    cap,
-                }
-                .boxed_unsync()
-            });
             // The slots go when the connection does (or when the run's store drops it).
             let io: IoFuture = Box::new(async move {
                 let _permits = permits;
@@ -416,44 +407,6 @@ fn endpoint(uri: &http::Uri) -> Option<(String, u16, bool)> {
     let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     Some((authority.host().to_ascii_lowercase(), port, tls))
-}
-
-/// A response body that fails once more than `cap` bytes came through (a chunked
-/// answer, or one whose `Content-Length` was not the truth).
-struct CappedBody {
-    inner: WasiBody,
-    seen: u64,
-    cap: u64,
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(Ok(f)) = &frame
-            && let Some(data) = f.data_ref()
-        {
-            this.seen += data.len() as u64;
-            if this.seen > this.cap {
-                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.seen)))));
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]
