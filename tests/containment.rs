@@ -193,10 +193,20 @@ fn threat_tree(hole: &BlackHole) -> Tree {
 /// (the kernel's own VmHWM gives the RSS peak between samples too).
 struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(u64, usize)>>,
+    thread: Option<std::thread::JoinHandle<Peaks>>,
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
+/// The most a process held while sampled.
+#[derive(Debug, Clone, Copy, Default)]
+struct Peaks {
+    /// Resident memory, KiB.
+    rss: u64,
+    fds: usize,
+    threads: u64,
+}
+
+/// A number from `/proc/<pid>/status` (`VmRSS:` in KiB, `Threads:`).
+fn status_field(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -215,13 +225,14 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let (mut rss, mut fds) = (0u64, 0usize);
+            let mut p = Peaks::default();
             while !flag.load(Ordering::Relaxed) {
-                rss = rss.max(rss_kib(pid, "VmRSS:"));
-                fds = fds.max(open_fds(pid));
+                p.rss = p.rss.max(status_field(pid, "VmRSS:"));
+                p.fds = p.fds.max(open_fds(pid));
+                p.threads = p.threads.max(status_field(pid, "Threads:"));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            (rss, fds)
+            p
         });
         Sampler {
             stop,
@@ -229,8 +240,7 @@ impl Sampler {
         }
     }
 
-    /// (peak RSS in KiB, peak open descriptors).
-    fn finish(mut self) -> (u64, usize) {
+    fn finish(mut self) -> Peaks {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -307,7 +317,7 @@ fn under_attack(port: u16, measured: u32, ends: impl Fn(&Threat) -> Ends) -> Vec
             .filter(|r| r.status == 200)
     });
     std::thread::sleep(Duration::from_millis(500));
-    let idle = rss_kib(measured, "VmRSS:");
+    let idle = status_field(measured, "VmRSS:");
     let sampler = Sampler::start(measured);
     let poller = Poller::start(port);
     let started = Instant::now();
@@ -336,9 +346,13 @@ fn under_attack(port: u16, measured: u32, ends: impl Fn(&Threat) -> Ends) -> Vec
         "{bomb}"
     );
     let statuses = poller.finish();
-    let (peak, fds) = sampler.finish();
+    let Peaks {
+        rss: peak,
+        fds,
+        threads,
+    } = sampler.finish();
     std::thread::sleep(Duration::from_secs(2));
-    let after = rss_kib(measured, "VmRSS:");
+    let after = status_field(measured, "VmRSS:");
     for ((path, got, took), t) in ended.iter().zip(THREATS) {
         eprintln!(
             "  {path:<20} {:<16} after {:>5.1} s",
@@ -358,7 +372,7 @@ fn under_attack(port: u16, measured: u32, ends: impl Fn(&Threat) -> Ends) -> Vec
         statuses.len()
     );
     eprintln!(
-        "  healthy path: {} of {} polls answered 200; RSS idle {} MiB, peak {} MiB, 2 s after {} MiB; peak open fds {fds}",
+        "  healthy path: {} of {} polls answered 200; RSS idle {} MiB, peak {} MiB, 2 s after {} MiB; peak open fds {fds}, threads {threads}",
         statuses.len(),
         statuses.len(),
         idle >> 10,
@@ -455,4 +469,140 @@ fn threats_at_once_leave_a_fleet_answering_within_its_budget() {
     under_attack(server.port, worker.pid(), |t| t.ends_in_serve);
     let log = std::fs::metadata(&worker.log).unwrap().len();
     assert!(log < 4 << 20, "the worker's log grew to {log} bytes");
+}
+
+/// A tree with one slow path (2 s a run) and the healthy one.
+fn slow_tree() -> Tree {
+    let t = Tree::new();
+    t.wasm("healthy/static-nodes.wasm", "static-nodes");
+    t.wasm("slow/gen.wasm", "fixture-slow-answer");
+    t
+}
+
+/// A client reloads the slow path just past each cooldown (1 s) for 20 s, and polls it
+/// between reloads: a reload while a run is going must not throw that run's answer
+/// away, so the path is answered 200 within the first runs, not never.
+fn reloads_cannot_starve(port: u16) {
+    let started = Instant::now();
+    let mut answered = None;
+    let mut reloads = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let r = get(port, "/targets/slow?reload=true").unwrap();
+        if r.status != 429 {
+            reloads += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        if get(port, "/targets/slow").unwrap().status == 200 {
+            answered = Some(started.elapsed());
+            break;
+        }
+    }
+    let answered = answered.unwrap_or_else(|| {
+        panic!("reloaded {reloads} times, once per cooldown: /targets/slow never answered 200")
+    });
+    eprintln!(
+        "  reloaded once per cooldown: answered after {:.1} s and {reloads} reloads",
+        answered.as_secs_f64()
+    );
+}
+
+#[test]
+fn reloads_once_per_cooldown_cannot_starve_a_slow_path_in_serve() {
+    let tree = slow_tree();
+    let serve = Httpsd::serve(
+        tree.root(),
+        &["--reload-cooldown", "1s", "--wait-on-miss", "0s"],
+    );
+    reloads_cannot_starve(serve.port);
+}
+
+#[test]
+fn reloads_once_per_cooldown_cannot_starve_a_slow_path_in_a_fleet() {
+    let tree = slow_tree();
+    let redis = RedisServer::start();
+    let server = Httpsd::server(
+        tree.root(),
+        &redis.url(),
+        &["--reload-cooldown", "1s", "--wait-on-miss", "0s"],
+    );
+    let _worker = Httpsd::worker(tree.root(), &redis.url(), &[]);
+    reloads_cannot_starve(server.port);
+}
+
+/// The value of one sample in a Prometheus text exposition.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Many distinct parameter sets, asked faster than they run: the embedded store keeps
+/// at most its bound of paths (evicting the least recently used), its queue refuses
+/// jobs past the same bound, and the process's memory stays where it was, while the
+/// healthy path answers every poll.
+#[test]
+fn many_parameter_sets_stay_within_the_embedded_stores_bounds() {
+    let t = Tree::new();
+    t.wasm("healthy/static-nodes.wasm", "static-nodes");
+    t.wasm("cpu/gen.wasm", "bench-cpu");
+    let serve = Httpsd::serve(
+        t.root(),
+        &["--memory-store-max-paths", "200", "--wait-on-miss", "0s"],
+    );
+    eventually(60, "the healthy path to answer", || {
+        get(serve.port, "/targets/healthy")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let idle = status_field(serve.pid(), "VmRSS:");
+    let sampler = Sampler::start(serve.pid());
+    let poller = Poller::start(serve.port);
+    // 4 clients, 3,000 distinct sets each; a long value makes each key and answer big.
+    let padding = "x".repeat(2000);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|c| {
+                let padding = &padding;
+                s.spawn(move || {
+                    (0..3000)
+                        .map(|i| {
+                            let path = format!("/targets/cpu?n={}&pad={padding}", c * 3000 + i);
+                            get(serve.port, &path).map_or(0, |r| r.status)
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let polls = poller.finish();
+    let Peaks { rss: peak, fds, .. } = sampler.finish();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = status_field(serve.pid(), "VmRSS:");
+    let metrics = get(serve.port, "/metrics").unwrap().text();
+    let paths = sample(&metrics, "httpsd_memory_store_paths");
+    let evicted = sample(
+        &metrics,
+        "httpsd_memory_store_evictions_total{reason=\"paths\"}",
+    );
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    eprintln!(
+        "  12,000 parameter sets: {} answered 200, {refused} 503; store holds {paths} paths, {evicted} evicted; RSS idle {} MiB, peak {} MiB, 2 s after {} MiB; peak fds {fds}",
+        statuses.iter().filter(|s| **s == 200).count(),
+        idle >> 10,
+        peak >> 10,
+        after >> 10
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 503)),
+        "every request is answered or refused cleanly"
+    );
+    assert!(paths <= 200.0, "the store holds {paths} paths");
+    assert!(evicted > 0.0, "nothing was evicted:\n{metrics}");
+    assert!(polls.iter().all(|s| *s == 200), "healthy path: {polls:?}");
+    assert!(peak < idle + (512 << 10), "peak RSS {} MiB", peak >> 10);
 }

@@ -282,6 +282,33 @@ async fn load_errors_are_typed() {
     expect_err(&run(&rt, &missing, &[]).await, ErrorKind::LoadError);
 }
 
+/// The process's guest memory budget is shared by all runs: a run whose growth would
+/// pass it ends as a MemoryError that names the budget (not its own limit), and what a
+/// run held is given back when it ends, so the next run has the whole budget again.
+#[tokio::test]
+async fn a_run_past_the_process_memory_budget_is_a_memory_error() {
+    let rt = Runtime::new(RuntimeConfig {
+        guest_memory_budget: 24 << 20,
+        ..tight()
+    })
+    .unwrap();
+    let tree = Tree::new();
+    let bomb = tree.wasm("bomb.wasm", "fixture-memory-bomb");
+    let healthy = tree.wasm("ok.wasm", "static-nodes");
+    for _ in 0..3 {
+        let r = run(&rt, &bomb, &[]).await;
+        let e = expect_err(&r, ErrorKind::Memory);
+        assert!(
+            e.message.contains("guest memory budget of 24 MiB"),
+            "{}",
+            e.message
+        );
+        assert!(r.stats.memory_peak <= 24 << 20);
+        let ok = run(&rt, &healthy, &[]).await;
+        assert!(ok.result.is_ok(), "{:?}", ok.result.err());
+    }
+}
+
 #[tokio::test]
 async fn changes_are_picked_up_without_restart_and_artifacts_survive_one() {
     let cache = tempfile::tempdir().unwrap();

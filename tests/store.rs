@@ -663,6 +663,38 @@ async fn memory_store_evicts_least_recently_used_paths_by_count() {
     );
 }
 
+/// The memory store's queue is bounded too: a client asking for distinct parameter
+/// sets faster than they run gets a refusal past `max_paths` queued jobs, not a queue
+/// (and its markers) that grows without end; a taken job makes room again.
+#[tokio::test]
+async fn memory_store_refuses_jobs_past_its_queue_bound() {
+    let s = MemoryStore::with_bounds(
+        Retention::default(),
+        MemoryBounds {
+            max_paths: 2,
+            ..MemoryBounds::default()
+        },
+    );
+    assert!(s.enqueue(&job("a", 1)).await.unwrap());
+    assert!(s.enqueue(&job("b", 1)).await.unwrap());
+    match s.enqueue(&job("c", 1)).await {
+        Err(StoreError::Refused { reason, .. }) => {
+            assert!(reason.contains("queue is full"), "{reason}")
+        }
+        other => panic!("a third queued job: {other:?}"),
+    }
+    match s.reload(&job("c", 1), Duration::ZERO).await {
+        Err(StoreError::Refused { .. }) => {}
+        other => panic!("a reload past the bound: {other:?}"),
+    }
+    let taken = s.take("w", 1, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        s.enqueue(&job("c", 1)).await.unwrap(),
+        "taking a job makes room"
+    );
+}
+
 /// The memory store keeps at most `max_bytes`: past it the least recently used paths
 /// go. One result larger than the whole bound is refused (its job fails alone) instead
 /// of evicting everything else.

@@ -523,6 +523,11 @@ pub struct RuntimeArgs {
     /// (each run also has its own cap, the manifest's `[http] max_connections`).
     #[arg(long, env = "HTTPSD_MAX_OUTBOUND_CONNECTIONS", default_value_t = 256)]
     pub max_outbound_connections: u32,
+
+    /// Linear memory all generator runs in this process may hold together; a run whose
+    /// growth would pass it ends as a MemoryError. Default: half the machine's memory.
+    #[arg(long, env = "HTTPSD_GUEST_MEMORY_BUDGET", value_parser = parse_size)]
+    pub guest_memory_budget: Option<u64>,
 }
 
 impl RuntimeArgs {
@@ -555,6 +560,9 @@ impl RuntimeArgs {
                 .map(Compiler::Subprocess)
                 .unwrap_or(Compiler::InProcess),
             max_outbound_connections: self.max_outbound_connections,
+            guest_memory_budget: self
+                .guest_memory_budget
+                .unwrap_or_else(crate::runtime::limits::MemoryBudget::default_limit),
         }
     }
 }

@@ -294,6 +294,15 @@ pub fn classify_trap(
                 .to_string(),
         ),
         Some(trap) => (ErrorKind::Trap, trap.to_string()),
+        // wasmtime's words for `set_max_component_handles` say nothing of what held them.
+        None if format!("{error:#}").contains("store handle limit exceeded") => (
+            ErrorKind::Trap,
+            format!(
+                "the generator held more than {} resources at once (outgoing HTTP requests, \
+                 bodies, streams, header maps): store handle limit exceeded",
+                super::limits::MAX_GUEST_HANDLES
+            ),
+        ),
         None => (ErrorKind::Trap, format!("{error:#}")),
     }
 }

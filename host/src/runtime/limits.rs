@@ -5,6 +5,8 @@
 
 use crate::units::{format_size, parse_duration, parse_size};
 use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The limits one generator run is held to.
@@ -157,6 +159,10 @@ pub struct MemoryCap {
     pub peak: usize,
     /// Set when a growth was refused: the size it asked for.
     pub refused: Option<usize>,
+    /// The process's budget, which this run's memory is charged against as it grows.
+    budget: Option<Arc<MemoryBudget>>,
+    /// Set when the growth was refused by the process's budget, not this run's limit.
+    refused_by_budget: bool,
 }
 
 impl MemoryCap {
@@ -166,18 +172,108 @@ impl MemoryCap {
             total: 0,
             peak: 0,
             refused: None,
+            budget: None,
+            refused_by_budget: false,
         }
+    }
+
+    /// Charges this run's memory against the process's `budget` too; what it charged is
+    /// given back when the run's store is dropped.
+    pub fn within(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// A message for the error when a growth was refused.
     pub fn refusal(&self) -> Option<String> {
-        self.refused.map(|wanted| {
-            format!(
+        self.refused.map(|wanted| match &self.budget {
+            Some(budget) if self.refused_by_budget => format!(
+                "the process's guest memory budget of {} (--guest-memory-budget), held by \
+                 other runs (a growth of this run to {} was refused)",
+                format_size(budget.limit as u64),
+                format_size(wanted as u64)
+            ),
+            _ => format!(
                 "{} (a growth to {} was refused)",
                 format_size(self.limit as u64),
                 format_size(wanted as u64)
-            )
+            ),
         })
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.peak);
+        }
+    }
+}
+
+/// Linear memory all the runs of one process may hold together. Each run has its own
+/// limit (`memory_bytes`), but 64 runs at 256 MiB each is 16 GiB: more than most
+/// workers have, so a handful of generators that each stay inside their own limit could
+/// get the process killed for memory, and every path it serves with it. Runs are charged
+/// as their memory grows (not their limit up front, which would cap the concurrency of
+/// small runs by what large ones might take), and a growth past the budget is refused:
+/// that run ends as a `MemoryError` that says so, and the others go on.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+/// The cgroup v2 `memory.max` of this process, if it has one (not `max`).
+fn cgroup_memory_max() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let max = std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.max", path.trim())).ok()?;
+    max.trim().parse().ok()
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Half the memory this process may have: the machine's, or its cgroup's
+    /// `memory.max` when that is lower (a container, a systemd unit with `MemoryMax=`).
+    /// The default budget, which leaves the other half to the host's own work for the
+    /// runs, the kernel and whatever else runs there.
+    pub fn default_limit() -> u64 {
+        // SAFETY: sysconf reads a system value and has no preconditions.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let machine = match (u64::try_from(pages), u64::try_from(page)) {
+            (Ok(pages), Ok(page)) if pages > 0 && page > 0 => pages.saturating_mul(page),
+            _ => 16 << 30,
+        };
+        machine.min(cgroup_memory_max().unwrap_or(u64::MAX)) / 2
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) when they do not fit.
+    fn charge(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes charged by the runs going now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
     }
 }
 
@@ -191,6 +287,15 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         let total = self.total - current.min(self.total) + desired;
         if total > self.limit {
             self.refused = Some(total);
+            return Ok(false);
+        }
+        // The budget holds each run's peak: wasm memories never shrink while it runs.
+        if let Some(budget) = &self.budget
+            && total > self.peak
+            && !budget.charge(total - self.peak)
+        {
+            self.refused = Some(total);
+            self.refused_by_budget = true;
             return Ok(false);
         }
         self.total = total;
@@ -238,5 +343,34 @@ mod tests {
         assert_eq!(cap.refused, Some(110));
         assert_eq!(cap.peak, 90);
         assert!(cap.refusal().unwrap().contains("refused"));
+    }
+
+    #[test]
+    fn memory_budget_is_shared_by_runs_and_given_back() {
+        let budget = MemoryBudget::new(100);
+        let mut a = MemoryCap::new(80).within(budget.clone());
+        let mut b = MemoryCap::new(80).within(budget.clone());
+        assert!(a.memory_growing(0, 60, None).unwrap());
+        assert_eq!(budget.held(), 60);
+        assert!(
+            !b.memory_growing(0, 50, None).unwrap(),
+            "a's 60 and b's 50 are over the budget"
+        );
+        assert!(b.refusal().unwrap().contains("budget"));
+        assert!(b.memory_growing(0, 40, None).unwrap());
+        assert_eq!(budget.held(), 100);
+        drop(a);
+        assert_eq!(
+            budget.held(),
+            40,
+            "a run gives back what it held when it ends"
+        );
+        // Its own limit still comes first, and says so.
+        let mut c = MemoryCap::new(10).within(budget.clone());
+        assert!(!c.memory_growing(0, 20, None).unwrap());
+        assert!(!c.refusal().unwrap().contains("budget"));
+        drop(b);
+        drop(c);
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     /// Outbound HTTP connections open at once over all runs (each run has its own
     /// cap too, `[http] max_connections`).
     pub max_outbound_connections: u32,
+    /// Linear memory all runs together may hold ([`limits::MemoryBudget`]).
+    pub guest_memory_budget: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +67,7 @@ impl Default for RuntimeConfig {
             compile: compile::CompileLimits::default(),
             compiler: compile::Compiler::InProcess,
             max_outbound_connections: 256,
+            guest_memory_budget: limits::MemoryBudget::default_limit(),
         }
     }
 }
@@ -123,6 +126,7 @@ pub struct Runtime {
     defaults: Limits,
     quarantine: quarantine::Quarantine,
     outbound: Arc<tokio::sync::Semaphore>,
+    memory_budget: Arc<limits::MemoryBudget>,
     _ticker: engine::EpochTicker,
 }
 
@@ -167,6 +171,7 @@ impl Runtime {
             outbound: Arc::new(tokio::sync::Semaphore::new(
                 config.max_outbound_connections.max(1) as usize,
             )),
+            memory_budget: limits::MemoryBudget::new(config.guest_memory_budget),
             _ticker: ticker,
         })
     }
@@ -343,7 +348,7 @@ impl Runtime {
             outbound: self.outbound.clone(),
         };
         let state = RunState::new(
-            limits::MemoryCap::new(limits.memory_bytes),
+            limits::MemoryCap::new(limits.memory_bytes).within(self.memory_budget.clone()),
             log.clone(),
             grants,
             deadline,

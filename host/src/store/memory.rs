@@ -6,8 +6,9 @@
 //! paths and [`MemoryBounds::max_bytes`] bytes of cache entries, errors, run reports
 //! and histories. Past either, the least recently used paths are evicted, each whole
 //! (entry, error, run report and history together); a path with a job queued or
-//! running is never evicted. Every cache hit makes its path the most recently used, in
-//! O(1) (`lru.rs`). A result that could not fit even alone, or a value over
+//! running is never evicted. The order is a segmented LRU (`lru.rs`): a path's first
+//! cache hit protects it from a flood of paths asked for once, and every hit, write and
+//! eviction is O(1). A result that could not fit even alone, or a value over
 //! [`MemoryBounds::max_value_bytes`], is refused ([`StoreError::Refused`]) and fails
 //! only its own job, instead of evicting everything else.
 
@@ -249,7 +250,8 @@ impl State {
         let before = path.bytes;
         path.bytes = path.size(full_path.len());
         self.bytes = self.bytes - before + path.bytes;
-        self.lru.touch(path.slot);
+        // A write is not a use: only a hit protects a path (`lru.rs`).
+        self.lru.refresh(path.slot);
         if path.is_empty() {
             self.drop_path(full_path);
         }
@@ -309,11 +311,15 @@ impl State {
             + f.summary.len()
     }
 
-    /// Evicts least recently used paths until both bounds hold, passing over (and
-    /// refreshing) paths with a job queued or running. Returns the evictions by reason.
-    fn evict(&mut self, bounds: &MemoryBounds) -> Vec<Pressure> {
+    /// Evicts paths in the order of `lru.rs` (on probation first, least recently used
+    /// first) until both bounds hold, passing over (and refreshing) paths with a job
+    /// queued or running and the paths in `written` (results written just now, which
+    /// must not be lost before anyone has read them). Returns the evictions by reason.
+    fn evict(&mut self, bounds: &MemoryBounds, written: &[&str]) -> Vec<Pressure> {
         let mut evicted = Vec::new();
-        let mut passed = 0;
+        // Paths passed over in each segment (probation, protected): once every path of
+        // a segment was, the next candidates come from the other.
+        let mut passed = [0usize; 2];
         loop {
             let pressure = if self.paths.len() > bounds.max_paths {
                 Pressure::Paths
@@ -322,17 +328,19 @@ impl State {
             } else {
                 break;
             };
-            // Every path left has a job: nothing can go now (the next write retries).
-            if passed >= self.lru.len() {
-                break;
-            }
-            let Some((slot, key)) = self.lru.back() else {
+            // Every path left has a job or was just written: nothing can go now (the
+            // next write tries again).
+            let Some((slot, key)) = [false, true]
+                .into_iter()
+                .filter(|p| passed[usize::from(*p)] < self.lru.len_of(*p))
+                .find_map(|p| self.lru.back_of(p))
+            else {
                 break;
             };
             let key = key.to_string();
-            if self.marker(&key).is_some() {
-                self.lru.touch(slot);
-                passed += 1;
+            if self.marker(&key).is_some() || written.contains(&key.as_str()) {
+                passed[usize::from(self.lru.is_protected(slot))] += 1;
+                self.lru.refresh(slot);
                 continue;
             }
             self.drop_path(&key);
@@ -443,6 +451,23 @@ impl MemoryStore {
         metrics.paths.set(0);
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The queue holds at most `max_paths` jobs: each queued path will need a place
+    /// among the paths, and a client asking for many distinct parameter sets faster than
+    /// they run must not grow the queue (and its markers) without end. A job past the
+    /// bound is refused (the server answers 503 with the reason, and Prometheus retries).
+    fn check_queue_room(&self, s: &State) -> StoreResult<()> {
+        if s.queue.len() < self.bounds.max_paths {
+            return Ok(());
+        }
+        Err(StoreError::Refused {
+            reason: format!(
+                "the job queue is full ({} jobs waiting, the --memory-store-max-paths bound)",
+                s.queue.len()
+            ),
+            item: None,
+        })
     }
 
     pub fn bounds(&self) -> MemoryBounds {
@@ -559,6 +584,7 @@ impl Store for MemoryStore {
                 return Ok(false);
             }
             s.retry.remove(&job.full_path);
+            self.check_queue_room(&s)?;
             s.push(job, self.retention.marker);
         }
         self.pushed.notify_one();
@@ -591,7 +617,10 @@ impl Store for MemoryStore {
                         m.rerun = true;
                     }
                 }
-                _ => s.push(job, self.retention.marker),
+                _ => {
+                    self.check_queue_room(&s)?;
+                    s.push(job, self.retention.marker);
+                }
             }
             self.publish(&s, &[]);
             ReloadOutcome {
@@ -710,7 +739,8 @@ impl Store for MemoryStore {
                     None => {}
                 }
             }
-            let evicted = s.evict(&self.bounds);
+            let written: Vec<&str> = done.iter().map(|f| f.full_path.as_str()).collect();
+            let evicted = s.evict(&self.bounds, &written);
             self.publish(&s, &evicted);
         }
         if repushed {
