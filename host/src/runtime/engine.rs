@@ -46,12 +46,15 @@ pub fn build(consume_fuel: bool, max_concurrent_runs: u32) -> wasmtime::Result<E
         // Components such as componentize-py's hold a large vmctx.
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
-        // Returning a slot's memory to the kernel is an madvise, and on a
-        // multi-threaded worker every madvise is a TLB shootdown on every core (a
-        // tenth of a busy worker's CPU, by perf). Batching them, and zeroing the
-        // first pages of a memory by hand instead (a small generator touches little
-        // more), keeps that off the per-job path.
-        .decommit_batch_size(64)
+        // A finished run's memory goes back to the kernel when the run ends
+        // (`decommit_batch_size(1)`): batching the madvise calls kept up to 63 finished
+        // slots' memory per thread resident (a burst of large runs stayed in RSS until
+        // enough later runs came), and measured no faster here: static-nodes jobs/s
+        // on one worker, 8 rounds each, medians 10,840 at 1 and 9,816 at 64; rack-fleet
+        // 837 and 833 (tests/containment.rs: RSS 2 s after the threats 88 MiB at 1,
+        // 268 MiB at 64, idle 53 MiB). The first pages of a memory are zeroed by hand
+        // instead (a small generator touches little more).
+        .decommit_batch_size(1)
         .linear_memory_keep_resident(64 << 10)
         .table_keep_resident(16 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
