@@ -272,7 +272,15 @@ pub(super) fn store_unavailable<S: Store>(
         .store_errors
         .with_label_values(&[operation])
         .inc();
-    tracing::warn!("store {operation} failed: {error}");
+    match error {
+        // The store said no to this request (the embedded store's queue is full): a
+        // client asking faster than the jobs run would write a warning per request.
+        // The metric above counts them.
+        crate::store::StoreError::Refused { .. } => {
+            tracing::debug!("store {operation} refused: {error}")
+        }
+        _ => tracing::warn!("store {operation} failed: {error}"),
+    }
     let mut response = json(
         StatusCode::SERVICE_UNAVAILABLE,
         &serde_json::json!({ "error": "store unavailable", "message": error.to_string() }),
