@@ -11,6 +11,7 @@
 //!   it (no escape from the root), runs them concurrently, validates what they return
 //!   against what Prometheus accepts, and merges it in a deterministic order.
 //! - [`model`]: the target-group type shared by all of the above.
+//! - [`query`]: query strings as ordered pairs, for requests and manifests alike.
 //! - [`check`]: `httpsd check`, which runs every generator once and reports.
 //! - [`cli`]: the command line.
 //! - [`validate`]: what Prometheus accepts, checked before anything is cached.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod metrics;
 pub mod model;
+pub mod query;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -5,7 +5,6 @@
 //! reaches Prometheus as a 200.
 
 use crate::model::TargetGroup;
-use crate::runtime::Limits;
 use serde_json::Value;
 
 /// Why an output is not acceptable. The message names the offending group by index.
@@ -24,7 +23,16 @@ pub fn is_valid_label_name(name: &str) -> bool {
 /// pass that is linear in the size of the output (a group with 100,000 labels must not
 /// cost the host 10^10 comparisons). The byte limit is on the JSON served, escapes
 /// included ([`TargetGroup::json_bytes`]).
-pub fn check_groups(groups: &[TargetGroup], limits: &Limits) -> Result<(), InvalidOutput> {
+/// The two limits an answer is checked against: a generator's `max_output_bytes` and
+/// `max_targets`. The sandbox's [`crate::runtime::Limits`] hands them over
+/// ([`crate::runtime::Limits::answer`]), so these rules do not depend on the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerLimits {
+    pub max_output_bytes: u64,
+    pub max_targets: u64,
+}
+
+pub fn check_groups(groups: &[TargetGroup], limits: AnswerLimits) -> Result<(), InvalidOutput> {
     let mut targets = 0u64;
     // The array's brackets, then each group and its separating comma.
     let mut bytes = 1u64;
@@ -201,6 +209,7 @@ fn kind(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Limits;
     use serde_json::json;
 
     fn group(targets: &[&str], labels: &[(&str, &str)]) -> TargetGroup {
@@ -230,14 +239,19 @@ mod tests {
             group(&["a:1"], &[("ok", "x")]),
             group(&["b:1"], &[("bad-name", "x")]),
         ];
-        let err = check_groups(&groups, &limits).unwrap_err().0;
+        let err = check_groups(&groups, limits.answer()).unwrap_err().0;
         assert!(err.contains("target group 1"), "{err}");
         assert!(err.contains("bad-name"), "{err}");
         let dup = vec![group(&["a:1"], &[("x", "1"), ("x", "2")])];
-        assert!(check_groups(&dup, &limits).unwrap_err().0.contains("twice"));
+        assert!(
+            check_groups(&dup, limits.answer())
+                .unwrap_err()
+                .0
+                .contains("twice")
+        );
         let empty = vec![group(&["a:1", " "], &[])];
         assert!(
-            check_groups(&empty, &limits)
+            check_groups(&empty, limits.answer())
                 .unwrap_err()
                 .0
                 .contains("empty")
@@ -251,13 +265,13 @@ mod tests {
             ..Limits::default()
         };
         let groups = vec![group(&["a:1", "a:2"], &[]), group(&["a:3", "a:4"], &[])];
-        let err = check_groups(&groups, &limits).unwrap_err().0;
+        let err = check_groups(&groups, limits.answer()).unwrap_err().0;
         assert!(err.contains("max_targets"), "{err}");
         let limits = Limits {
             max_output_bytes: 50,
             ..Limits::default()
         };
-        let err = check_groups(&groups, &limits).unwrap_err().0;
+        let err = check_groups(&groups, limits.answer()).unwrap_err().0;
         assert!(err.contains("max_output_bytes"), "{err}");
     }
 
@@ -270,8 +284,8 @@ mod tests {
             max_output_bytes,
             ..Limits::default()
         };
-        assert!(check_groups(&groups, &at(json)).is_ok());
-        let err = check_groups(&groups, &at(json - 1)).unwrap_err().0;
+        assert!(check_groups(&groups, at(json).answer()).is_ok());
+        let err = check_groups(&groups, at(json - 1).answer()).unwrap_err().0;
         assert!(err.contains("max_output_bytes"), "{err}");
     }
 
@@ -282,12 +296,17 @@ mod tests {
         labels.push(("l0", "again"));
         let groups = vec![group(&["a:1"], &labels)];
         // Quadratic, this is 2*10^10 comparisons: minutes, not milliseconds.
-        let err = check_groups(&groups, &Limits::default()).unwrap_err().0;
-        assert!(err.contains("\"l0\" appears twice"), "{err}");
-        let long = "x".repeat(10_000);
-        let err = check_groups(&[group(&[&long], &[("bad-name", "v")])], &Limits::default())
+        let err = check_groups(&groups, Limits::default().answer())
             .unwrap_err()
             .0;
+        assert!(err.contains("\"l0\" appears twice"), "{err}");
+        let long = "x".repeat(10_000);
+        let err = check_groups(
+            &[group(&[&long], &[("bad-name", "v")])],
+            Limits::default().answer(),
+        )
+        .unwrap_err()
+        .0;
         assert!(err.len() < 400, "messages stay short: {err}");
     }
 

@@ -32,7 +32,7 @@ fuzz_target!(|input: Input| {
         max_output_bytes: u64::from(input.max_output_bytes),
         ..Limits::default()
     };
-    let Ok(()) = check_groups(&groups, &limits) else {
+    let Ok(()) = check_groups(&groups, limits.answer()) else {
         return;
     };
     let targets: usize = groups.iter().map(|g| g.targets.len()).sum();

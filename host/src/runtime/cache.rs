@@ -9,11 +9,11 @@
 //!
 //! A changed `.wasm` or manifest is picked up on the next run, without a restart.
 
+use super::capability::http::HttpGrant;
+use super::capability::{GeneratorPre, RunState};
 use super::compile::{self, CompileLimits, Compiler};
 use super::error::{ErrorKind, GenError};
 use super::files;
-use super::host::{GeneratorPre, RunState};
-use super::http::HttpGrant;
 use super::limits::Limits;
 use super::manifest::Manifest;
 use std::collections::HashMap;

@@ -118,6 +118,14 @@ impl Limits {
             .saturating_add(64 << 10)
     }
 
+    /// The limits an answer is checked against ([`crate::validate`]).
+    pub fn answer(&self) -> crate::validate::AnswerLimits {
+        crate::validate::AnswerLimits {
+            max_output_bytes: self.max_output_bytes,
+            max_targets: self.max_targets,
+        }
+    }
+
     /// These limits with a manifest's overrides applied.
     pub fn with_overrides(mut self, o: &LimitOverrides) -> Result<Limits, String> {
         if let Some(fuel) = o.fuel {
@@ -145,6 +153,39 @@ impl Limits {
         }
         Ok(self)
     }
+}
+
+/// A running guest hands its thread back to the scheduler after this much fuel (a few
+/// milliseconds of CPU), so a CPU-bound generator shares the cores with every other
+/// job instead of holding a worker thread until it ends. Without it, ten generators
+/// spinning into their limits on a 2-core worker cut the healthy paths' throughput to
+/// a trickle (tests/faults.rs).
+pub const YIELD_EVERY_FUEL: u64 = 5_000_000;
+
+/// Applies a run's limits to its fresh store: the memory cap (which also charges the
+/// process's budget), the host's lift budget (`lift_budget` bytes), the handle cap, the
+/// fuel and how often a guest yields, and the wall clock's epoch deadline. This is where
+/// every limit of a run is set; `memory` finds the run's [`MemoryCap`] in the store's
+/// data.
+pub fn apply<T: 'static>(
+    store: &mut wasmtime::Store<T>,
+    limits: &Limits,
+    lift_budget: usize,
+    consume_fuel: bool,
+    memory: fn(&mut T) -> &mut MemoryCap,
+) -> wasmtime::Result<()> {
+    store.limiter(move |data| memory(data));
+    store.set_hostcall_fuel(lift_budget);
+    // Every resource the guest holds (an HTTP request's fields, a stream, a pollable)
+    // is host memory outside the memory cap: cap how many it may hold.
+    store.set_max_component_handles(MAX_GUEST_HANDLES);
+    if consume_fuel {
+        store.set_fuel(limits.fuel)?;
+        store.fuel_async_yield_interval(Some(YIELD_EVERY_FUEL))?;
+    }
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(super::engine::deadline_ticks(limits.timeout));
+    Ok(())
 }
 
 /// The store's [`wasmtime::ResourceLimiter`]: caps the instance's total linear memory

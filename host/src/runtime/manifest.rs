@@ -26,12 +26,16 @@
 //!
 //! Unknown keys are errors: a typo in a limit must not silently fall back to the default.
 
-use super::http::HttpSection;
+use super::capability::config::{self, ConfigValue};
+use super::capability::http::HttpSection;
+use super::capability::secrets::{self, SecretSource};
 use super::limits::LimitOverrides;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The manifest, a section per concern; each capability owns the type of its own
+/// section ([`super::capability`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -47,65 +51,11 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, SecretSource>,
 }
 
-/// Where a secret's value comes from. An environment variable or a file keeps the value
-/// out of the manifest (which sits in the target tree, next to the generator); an
-/// inline value is accepted for tests and demos.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum SecretSource {
-    Inline(String),
-    Env { env: String },
-    File { file: PathBuf },
-}
-
-/// The largest secret file httpsd reads (a token, a password, a small key file).
-pub const MAX_SECRET_BYTES: u64 = 64 << 10;
-
-impl SecretSource {
-    /// Reads the value now (a rotated file is picked up by the next run). The error
-    /// says where the value was looked for, never what it is. A file is read off the
-    /// async runtime and only if it is a regular file of at most [`MAX_SECRET_BYTES`]
-    /// ([`super::files`]): a FIFO here must not hang the worker.
-    async fn resolve(&self, key: &str) -> Result<String, String> {
-        match self {
-            SecretSource::Inline(v) => Ok(v.clone()),
-            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
-                format!("secret {key:?}: environment variable {env} is not set (or not UTF-8)")
-            }),
-            SecretSource::File { file } => super::files::read_text(file, MAX_SECRET_BYTES)
-                .await
-                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("secret {key:?}: {e}")),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSection {
     /// Query strings, one `httpsd check` run each.
     pub params: Option<Vec<String>>,
-}
-
-/// A config value: authors write numbers and booleans unquoted; the guest sees strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ConfigValue {
-    Text(String),
-    Integer(i64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl ConfigValue {
-    pub fn as_text(&self) -> String {
-        match self {
-            ConfigValue::Text(s) => s.clone(),
-            ConfigValue::Integer(i) => i.to_string(),
-            ConfigValue::Float(f) => f.to_string(),
-            ConfigValue::Bool(b) => b.to_string(),
-        }
-    }
 }
 
 impl Manifest {
@@ -121,19 +71,12 @@ impl Manifest {
 
     /// The secrets' values, read now, sorted by key.
     pub async fn secret_pairs(&self) -> Result<Vec<(String, String)>, String> {
-        let mut pairs = Vec::with_capacity(self.secrets.len());
-        for (k, source) in &self.secrets {
-            pairs.push((k.clone(), source.resolve(k).await?));
-        }
-        Ok(pairs)
+        secrets::read(&self.secrets).await
     }
 
     /// The config values as the guest sees them, sorted by key.
     pub fn config_pairs(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_text()))
-            .collect()
+        config::pairs(&self.config)
     }
 }
 

@@ -7,32 +7,32 @@
 //! limits set, instantiate from the `InstancePre`, call `generate`, validate.
 
 pub mod cache;
+pub mod capability;
 pub mod compile;
-pub mod connect;
 pub mod engine;
 pub mod error;
 pub mod files;
-pub mod host;
-pub mod http;
 pub mod limits;
-pub mod log;
 pub mod manifest;
 pub mod quarantine;
+mod sandbox;
 
 pub use cache::{Loaded, Origin};
+pub use capability::log;
 pub use error::{ErrorKind, GenError};
 pub use limits::Limits;
 pub use log::{LogLevel, LogLine};
 
 use crate::model::TargetGroup;
-use host::{Generator, RunState};
+use capability::{Generator, RunState};
+use sandbox::{Sandbox, Transfer};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Instance;
-use wasmtime::{Engine, Store, WasmBacktrace};
+use wasmtime::{Engine, Store};
 
 /// How a [`Runtime`] is set up; the CLI fills it from flags.
 #[derive(Debug, Clone)]
@@ -130,25 +130,14 @@ pub struct Runtime {
     _ticker: engine::EpochTicker,
 }
 
-/// A running guest hands its thread back to the scheduler after this much fuel (a few
-/// milliseconds of CPU), so a CPU-bound generator shares the cores with every other
-/// job instead of holding a worker thread until it ends. Without it, ten generators
-/// spinning into their limits on a 2-core worker cut the healthy paths' throughput to
-/// a trickle (tests/faults.rs).
-const YIELD_EVERY_FUEL: u64 = 5_000_000;
-
-/// Extra wall-clock time before the last-resort timeout drops a run that the epoch
-/// deadline did not stop (a host call that ignores the deadline).
-const HARD_TIMEOUT_GRACE: Duration = Duration::from_millis(500);
-
 type GuestCall<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
         let engine = engine::build(config.consume_fuel, config.max_concurrent_runs)
             .map_err(|e| anyhow::anyhow!("cannot configure wasmtime: {e:#}"))?;
-        let linker =
-            host::linker(&engine).map_err(|e| anyhow::anyhow!("cannot build linker: {e:#}"))?;
+        let linker = capability::linker(&engine)
+            .map_err(|e| anyhow::anyhow!("cannot build linker: {e:#}"))?;
         let cache = cache::ComponentCache::new(
             engine.clone(),
             linker,
@@ -205,7 +194,7 @@ impl Runtime {
                     labels: g.labels,
                 })
                 .collect();
-            crate::validate::check_groups(&groups, &limits)
+            crate::validate::check_groups(&groups, limits.answer())
                 .map_err(|e| GenError::host(ErrorKind::InvalidOutput, path, e.0))?;
             Ok(groups)
         });
@@ -290,8 +279,9 @@ impl Runtime {
         Ok((!sets.is_empty()).then_some(sets))
     }
 
-    /// Sets up a store with the generator's limits, instantiates it and runs `call`,
-    /// all under the wall-clock limit, then sorts out the outcome.
+    /// One run in the sandbox: load the generator (without a run permit: a component
+    /// compiling for a minute, a limited job of its own, holds no slot of the runs),
+    /// read its secrets, then, holding a permit, the steps of [`sandbox`].
     async fn in_sandbox<R, F>(
         &self,
         path: &Path,
@@ -303,247 +293,56 @@ impl Runtime {
         F: for<'a> FnOnce(
                 &'a mut Store<RunState>,
                 Instance,
-            ) -> GuestCall<'a, Result<R, host::WitError>>
+            ) -> GuestCall<'a, Result<R, capability::WitError>>
             + Send,
     {
         let started = Instant::now();
         let mut stats = RunStats::default();
-        // Loading first, without a run permit: a component compiling for a minute
-        // (a limited job of its own, see `compile`) holds no slot of the runs.
-        let (loaded, load_cpu) = quarantine::CpuTimed::new(self.cache.load_with_origin(path)).await;
-        stats.load_cpu = load_cpu;
-        let (loaded, origin) = match loaded {
-            Ok(l) => l,
-            Err(e) => {
-                stats.duration = started.elapsed();
-                return (Err(e), stats, Limits::default());
-            }
-        };
-        stats.origin = Some(origin);
-        let limits = loaded.limits;
-        stats.limits = Some(limits);
-        // Read at every run, so a rotated secret file is picked up without a reload.
-        let secrets = match loaded.manifest.secret_pairs().await {
-            Ok(s) => s,
-            Err(e) => {
-                stats.duration = started.elapsed();
-                return (
-                    Err(GenError::host(ErrorKind::LoadError, path, e)),
-                    stats,
-                    limits,
-                );
-            }
-        };
-        let _permit = self.permits.acquire().await;
-        let redactions = log::redaction_list(&secrets);
-        let name = path.display().to_string();
-        let log = Arc::new(Mutex::new(
-            log::RunLog::new(limits.max_log_bytes, name).with_secrets(redactions.clone()),
-        ));
-        let deadline = Instant::now() + limits.timeout;
-        let grants = host::Grants {
-            config: loaded.config.clone(),
-            secrets,
-            http: loaded.http.clone(),
-            outbound: self.outbound.clone(),
-        };
-        let state = RunState::new(
-            limits::MemoryCap::new(limits.memory_bytes).within(self.memory_budget.clone()),
-            log.clone(),
-            grants,
-            deadline,
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.memory);
-        let lift_budget = transfer.budget(&limits);
-        store.set_hostcall_fuel(lift_budget);
-        // Every resource the guest holds (an HTTP request's fields, a stream, a
-        // pollable) is host memory outside the memory cap: cap how many it may hold.
-        store.set_max_component_handles(limits::MAX_GUEST_HANDLES);
-        if self.consume_fuel
-            && let Err(e) = store
-                .set_fuel(limits.fuel)
-                .and_then(|()| store.fuel_async_yield_interval(Some(YIELD_EVERY_FUEL)))
-        {
-            stats.duration = started.elapsed();
-            let err = GenError::host(ErrorKind::Trap, path, format!("cannot set fuel: {e}"));
-            return (Err(err), stats, limits);
-        }
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::deadline_ticks(limits.timeout));
-
-        let mut instantiate = Duration::ZERO;
-        let outcome = tokio::time::timeout(limits.timeout + HARD_TIMEOUT_GRACE, async {
-            let t0 = Instant::now();
-            let instance = loaded
-                .pre
-                .instance_pre()
-                .instantiate_async(&mut store)
-                .await?;
-            instantiate = t0.elapsed();
-            call(&mut store, instance).await
-        })
-        .await;
-
-        stats.instantiate = instantiate;
-        if self.consume_fuel {
-            stats.fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        }
-        stats.memory_peak = store.data().memory.peak as u64;
-        let memory_refusal = store.data().memory.refusal();
-        let http_denied = store.data().http_denied().map(str::to_string);
-        stats.http_requests = store.data().http_requests();
-        drop(store);
-        let (logs, dropped) = match log.lock() {
-            Ok(mut l) => l.finish(),
-            Err(_) => (Vec::new(), 0),
-        };
-        stats.logs = logs;
-        stats.logs_dropped = dropped;
-
-        let result = match outcome {
-            Ok(Ok(Ok(value))) => Ok(value),
-            // Its deadline passed while it waited in a host call (an HTTP request cut at
-            // the deadline, say) and it returned before the epoch check stopped it: the
-            // run ran out of time, whatever it then made of that.
-            Ok(Ok(Err(guest_error))) if Instant::now() >= deadline => Err(GenError::guest(
-                ErrorKind::Timeout,
-                path,
-                format!(
-                    "Generator exceeded timeout limit: wall clock {} (it then returned: {})",
-                    crate::units::format_duration(limits.timeout),
-                    guest_words(&guest_error.message, &redactions)
-                ),
-                None,
-            )),
-            Ok(Ok(Err(guest_error))) => Err(GenError::returned(
-                path,
-                guest_words(&guest_error.message, &redactions),
-            )),
-            Ok(Err(trap)) if is_lift_refusal(&trap) => Err(GenError::guest(
-                ErrorKind::InvalidOutput,
-                path,
-                transfer.refusal(&limits, lift_budget),
-                trap.downcast_ref::<WasmBacktrace>(),
-            )),
-            Ok(Err(trap)) => {
-                let (kind, mut message) =
-                    error::classify_trap(&trap, memory_refusal, limits.fuel, limits.timeout);
-                if kind == ErrorKind::Trap {
-                    let tail = log::stderr_tail(&stats.logs, 3);
-                    if !tail.is_empty() {
-                        message = format!("{message}; guest stderr: {}", tail.join(" "));
-                    }
-                }
-                let backtrace = trap.downcast_ref::<WasmBacktrace>();
-                Err(GenError::guest(kind, path, message, backtrace))
-            }
-            Err(_elapsed) => Err(GenError::guest(
-                ErrorKind::Timeout,
-                path,
-                format!(
-                    "Generator exceeded timeout limit: wall clock {} (stopped while blocked in a host call; no wasm frames to show)",
-                    crate::units::format_duration(limits.timeout)
-                ),
-                None,
-            )),
-        };
-        // A failure after a refused request is about the refusal, whatever the guest
-        // made of it (JavaScript's fetch says only "NetworkError").
-        let result = match (result, http_denied) {
-            (Err(e), Some(request)) if matches!(e.kind, ErrorKind::Generator | ErrorKind::Trap) => {
-                Err(GenError::guest_kind(
-                    ErrorKind::HttpDenied,
-                    format!(
-                        "{request} was refused: its host is not in the [http] allow list of this generator's manifest (the generator then failed: {})",
-                        e.message
-                    ),
-                    e,
-                ))
-            }
-            (result, _) => result,
-        };
-        // The guest's own words (its error message, a trap's stderr tail) leave the
-        // sandbox here: no secret goes with them.
-        let result = result.map_err(|mut e| {
-            if !redactions.is_empty() {
-                e.message = log::redact(&e.message, &redactions);
-                e.traceback = log::redact(&e.traceback, &redactions);
-            }
-            // Bounded whatever path the words took (a trap's stderr tail, a wasi error).
-            e.message = log::cut(&e.message, limits::MAX_ERROR_MESSAGE_BYTES).into_owned();
-            e.traceback = log::cut(&e.traceback, 4 * limits::MAX_ERROR_MESSAGE_BYTES).into_owned();
-            e
-        });
+        let result = self.run_steps(path, transfer, call, &mut stats).await;
         stats.duration = started.elapsed();
+        let limits = stats.limits.unwrap_or_default();
         (result, stats, limits)
     }
-}
 
-/// What a call hands back to the host, which sets how much of it the host lifts.
-#[derive(Debug, Clone, Copy)]
-enum Transfer {
-    /// `generate`'s answer (or its error).
-    Output,
-    /// `check-params`' parameter sets.
-    CheckParams,
-}
-
-impl Transfer {
-    /// The hostcall fuel of the run: the most the host copies out of the guest in one
-    /// transfer, this call's result or any host call the guest makes meanwhile.
-    fn budget(self, limits: &Limits) -> usize {
-        match self {
-            Transfer::Output => limits.lift_budget(),
-            Transfer::CheckParams => limits::CHECK_PARAMS_LIFT_BYTES,
-        }
+    async fn run_steps<R, F>(
+        &self,
+        path: &Path,
+        transfer: Transfer,
+        call: F,
+        stats: &mut RunStats,
+    ) -> Result<R, GenError>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut Store<RunState>,
+                Instance,
+            ) -> GuestCall<'a, Result<R, capability::WitError>>
+            + Send,
+    {
+        let (loaded, load_cpu) = quarantine::CpuTimed::new(self.cache.load_with_origin(path)).await;
+        stats.load_cpu = load_cpu;
+        let (loaded, origin) = loaded?;
+        stats.origin = Some(origin);
+        stats.limits = Some(loaded.limits);
+        // Read at every run, so a rotated secret file is picked up without a reload.
+        let secrets = loaded
+            .manifest
+            .secret_pairs()
+            .await
+            .map_err(|e| GenError::host(ErrorKind::LoadError, path, e))?;
+        let _permit = self.permits.acquire().await;
+        let shared = sandbox::Shared {
+            engine: &self.engine,
+            outbound: self.outbound.clone(),
+            memory_budget: self.memory_budget.clone(),
+            consume_fuel: self.consume_fuel,
+        };
+        let mut sandbox = Sandbox::new(&shared, &loaded, secrets, transfer, path)?;
+        let outcome = sandbox.call(&loaded, call, stats).await;
+        let ended = sandbox.end(outcome, stats);
+        ended.result(path, &stats.logs)
     }
-
-    /// The message of an `InvalidOutput` for a transfer past the budget.
-    fn refusal(self, limits: &Limits, budget: usize) -> String {
-        let budget = crate::units::format_size(budget as u64);
-        match self {
-            // Which limit the answer breaks is not known (it was not read): only that
-            // no answer within both could be this large.
-            Transfer::Output => format!(
-                "output exceeds what the max_output_bytes limit of {} and the max_targets limit of {} allow: the generator handed the host more than {budget} at once (its answer, an error message or a log line), and the host stopped copying there",
-                crate::units::format_size(limits.max_output_bytes),
-                limits.max_targets
-            ),
-            Transfer::CheckParams => format!(
-                "check-params returned more than {budget}; at most {} parameter sets of that size are run",
-                limits::MAX_CHECK_PARAM_SETS
-            ),
-        }
-    }
-}
-
-/// Whether wasmtime stopped lifting a value out of the guest because it exceeded the
-/// store's hostcall fuel (its own error type is private; its message is stable
-/// within a wasmtime release, and tests/containment.rs fails if it changes).
-fn is_lift_refusal(error: &wasmtime::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .to_string()
-            .contains("fuel allocated for hostcalls has been exhausted")
-    })
-}
-
-/// A guest's own words (its error message) as they leave the sandbox: secrets
-/// redacted first (so a cut cannot leave half a secret), then cut to
-/// [`limits::MAX_ERROR_MESSAGE_BYTES`] before anything else copies them.
-fn guest_words(text: &str, redactions: &[String]) -> String {
-    let redacted = if redactions.is_empty() {
-        std::borrow::Cow::Borrowed(text)
-    } else {
-        std::borrow::Cow::Owned(log::redact(text, redactions))
-    };
-    log::cut(&redacted, limits::MAX_ERROR_MESSAGE_BYTES).into_owned()
 }
 
 /// Parses a check query string (`env=prod&zone=a`) into ordered pairs.
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
+pub use crate::query::parse as parse_query;

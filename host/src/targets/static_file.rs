@@ -44,7 +44,7 @@ pub fn parse_groups(
 ) -> Result<Vec<TargetGroup>, (ErrorKind, String)> {
     let value = parse(bytes, format)?;
     let groups = groups_from_value(value).map_err(|e| (ErrorKind::InvalidOutput, e.0))?;
-    check_groups(&groups, limits).map_err(|e| (ErrorKind::InvalidOutput, e.0))?;
+    check_groups(&groups, limits.answer()).map_err(|e| (ErrorKind::InvalidOutput, e.0))?;
     Ok(groups)
 }
 

@@ -13,18 +13,23 @@
 //! capped at `max_response_bytes`, checked against `Content-Length` up front and counted
 //! while it streams. A run has at most `max_connections` open and makes at most
 //! `max_requests`; the process shares `--max-outbound-connections`. The connection
-//! itself (where a name may lead, TLS) is [`super::connect`]'s.
+//! itself (where a name may lead, TLS) is [`connect`]'s.
 
-use super::connect::{self, IoFuture, Network};
-use super::engine::EPOCH_TICK;
-use super::limits::SizeOrText;
-use super::log::{LogLevel, RunLog};
+pub mod connect;
+
+use super::RunState;
+use super::log::{GuestLog, LogLevel, RunLog};
+use crate::runtime::engine::EPOCH_TICK;
+use crate::runtime::limits::SizeOrText;
+use connect::{IoFuture, Network};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Largest response body by default: an inventory answer for a very large fleet.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
@@ -219,6 +224,56 @@ fn parse_allowed(entry: &str) -> Result<Allowed, String> {
         ));
     };
     Ok(Allowed { host, port })
+}
+
+/// The outbound HTTP capability's per-run state: wasi:http's context (its header
+/// fields capped at [`crate::runtime::limits::MAX_HTTP_FIELDS_BYTES`]) and the policy
+/// every request passes through.
+pub struct OutboundHttp {
+    ctx: WasiHttpCtx,
+    policy: HttpPolicy,
+}
+
+impl OutboundHttp {
+    pub fn new(
+        grant: Arc<HttpGrant>,
+        deadline: Instant,
+        log: &GuestLog,
+        process: Arc<Semaphore>,
+    ) -> Self {
+        let mut ctx = WasiHttpCtx::new();
+        ctx.set_field_size_limit(crate::runtime::limits::MAX_HTTP_FIELDS_BYTES);
+        OutboundHttp {
+            ctx,
+            policy: HttpPolicy::new(grant, deadline, log.shared(), process),
+        }
+    }
+
+    /// The first HTTP request the allow-list refused in this run, if any.
+    pub fn denied(&self) -> Option<&str> {
+        self.policy.denied.as_deref()
+    }
+
+    /// Outbound HTTP requests made so far.
+    pub fn requests(&self) -> u32 {
+        self.policy.requests()
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: &mut self.table,
+            hooks: &mut self.http.policy,
+        }
+    }
+}
+
+/// Every generator gets wasi:http (a JavaScript component imports it whether or not it
+/// calls `fetch`); the policy refuses what its manifest does not allow.
+pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 
 /// One run's view of its grant: the allow-list, the deadline every wait is cut to,

@@ -1,5 +1,5 @@
 //! Opening the connection of a generator's outbound HTTP request, once the allow-list
-//! has let it through ([`super::http`]): resolve the name, check where it points,
+//! has let it through ([`super`]): resolve the name, check where it points,
 //! connect to the address that was checked, TLS, and hand the request to hyper.
 //!
 //! Why not wasmtime-wasi-http's own sender: it resolves the name itself when it
