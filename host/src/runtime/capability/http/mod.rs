@@ -26,7 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -326,133 +326,195 @@ type SendFuture =
     Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
 impl WasiHttpHooks for HttpPolicy {
+    /// Every outgoing request of the guest: admitted or refused here, then sent by
+    /// [`Outgoing::send`].
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _default_io: IoFuture,
     ) -> SendFuture {
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let log = self.log.clone();
-        if !self.grant.allows(&uri) {
-            let target = uri.authority().map_or("", |a| a.as_str()).to_string();
-            Self::note(
-                &log,
+        let outgoing = Outgoing {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            log: self.log.clone(),
+            deadline: self.deadline,
+            grant: self.grant.clone(),
+            run_slots: self.connections.clone(),
+            process_slots: self.process.clone(),
+            started: Instant::now(),
+        };
+        if let Err(refused) = self.admit(&outgoing) {
+            return Box::new(async move { Err(refused) });
+        }
+        let waits = outgoing.waits(options);
+        Box::new(outgoing.send(request, waits))
+    }
+}
+
+impl HttpPolicy {
+    /// Counts the request, and refuses it (with a note in the run log) when its host is
+    /// not in the allow-list or the run has made `max_requests` already.
+    fn admit(&mut self, out: &Outgoing) -> Result<(), HttpError> {
+        let (method, uri) = (&out.method, &out.uri);
+        self.requests = self.requests.saturating_add(1);
+        if !self.grant.allows(uri) {
+            let target = uri.authority().map_or("", |a| a.as_str());
+            out.note(
                 LogLevel::Warn,
                 format!(
                     "http {method} {uri} denied: {target} is not in the [http] allow list of this generator's manifest"
                 ),
             );
             self.denied.get_or_insert_with(|| format!("{method} {uri}"));
-            self.requests = self.requests.saturating_add(1);
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            return Err(HttpError::HttpRequestDenied);
         }
-        if self.requests >= self.grant.max_requests {
-            Self::note(
-                &log,
+        if self.requests > self.grant.max_requests {
+            out.note(
                 LogLevel::Warn,
                 format!(
                     "http {method} {uri} refused: this run already made {} requests ([http] max_requests)",
                     self.grant.max_requests
                 ),
             );
-            self.requests = self.requests.saturating_add(1);
-            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+            return Err(HttpError::ConnectionLimitReached);
         }
-        self.requests += 1;
-        let deadline = self.deadline;
-        let left = move || deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE;
-        let cut = |asked: Option<Duration>| asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(left());
-        let connect = cut(options.and_then(|o| o.connect_timeout));
-        let first_byte = cut(options.and_then(|o| o.first_byte_timeout));
-        let between_bytes = cut(options.and_then(|o| o.between_bytes_timeout));
-        let cap = self.grant.max_response_bytes;
-        let grant = self.grant.clone();
-        let (run_slots, process_slots) = (self.connections.clone(), self.process.clone());
-        Box::new(async move {
-            let started = Instant::now();
-            let fail = |e: HttpError, why: String| {
-                Self::note(
-                    &log,
+        Ok(())
+    }
+}
+
+/// One admitted request on its way out: what it needs once the guest's call has
+/// returned its future (the policy itself stays with the store).
+struct Outgoing {
+    method: http::Method,
+    uri: http::Uri,
+    log: Arc<Mutex<RunLog>>,
+    deadline: Instant,
+    grant: Arc<HttpGrant>,
+    run_slots: Arc<Semaphore>,
+    process_slots: Arc<Semaphore>,
+    started: Instant,
+}
+
+impl Outgoing {
+    /// What is left of the run, plus a little so the guest wakes past its deadline.
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now()) + DEADLINE_GRACE
+    }
+
+    /// The guest's timeouts (or [`MAX_WAIT`]), each cut to what is left of the run.
+    fn waits(&self, options: Option<RequestOptions>) -> connect::Waits {
+        let cut =
+            |asked: Option<Duration>| asked.unwrap_or(MAX_WAIT).min(MAX_WAIT).min(self.left());
+        connect::Waits {
+            connect: cut(options.and_then(|o| o.connect_timeout)),
+            first_byte: cut(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes: cut(options.and_then(|o| o.between_bytes_timeout)),
+            max_body: self.grant.max_response_bytes,
+        }
+    }
+
+    fn note(&self, level: LogLevel, message: String) {
+        HttpPolicy::note(&self.log, level, message);
+    }
+
+    /// `e`, after a note of why the request failed.
+    fn fail(&self, e: HttpError, why: &str) -> HttpError {
+        self.note(
+            LogLevel::Warn,
+            format!(
+                "http {} {} failed after {:.1} ms: {why}",
+                self.method,
+                self.uri,
+                self.started.elapsed().as_secs_f64() * 1e3
+            ),
+        );
+        e
+    }
+
+    /// A connection slot of the run and one of the process, waited for no longer than
+    /// the run may wait; held until the connection closes.
+    async fn slots(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), HttpError> {
+        let slots = async {
+            let run = self.run_slots.clone().acquire_owned().await;
+            let process = self.process_slots.clone().acquire_owned().await;
+            (run, process)
+        };
+        match tokio::time::timeout(self.left(), slots).await {
+            Ok((Ok(run), Ok(process))) => Ok((run, process)),
+            _ => Err(self.fail(
+                HttpError::ConnectionLimitReached,
+                "no connection slot came free before the run's deadline ([http] max_connections, --max-outbound-connections)",
+            )),
+        }
+    }
+
+    /// Takes the slots, resolves and checks where the name leads, connects (TLS when
+    /// asked) and sends; the response's declared length is checked against the cap.
+    async fn send(
+        self,
+        request: http::Request<WasiBody>,
+        waits: connect::Waits,
+    ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+        let permits = self.slots().await?;
+        let (host, port, tls) = endpoint(&self.uri).ok_or(HttpError::HttpRequestUriInvalid)?;
+        let addrs = connect::resolve(&host, port, &self.grant.private_networks, waits.connect)
+            .await
+            .map_err(|(e, why)| self.fail(e, &why))?;
+        let waits = connect::Waits {
+            connect: waits.connect.min(self.left()),
+            ..waits
+        };
+        let tls_name = tls.then(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
+        let (response, io) = connect::send(request, &addrs, tls_name.as_deref(), waits)
+            .await
+            .map_err(|e| {
+                let why = e.to_string();
+                self.fail(e, &why)
+            })?;
+        self.check_length(&response, waits.max_body)?;
+        self.note(
+            LogLevel::Info,
+            format!(
+                "http {} {} -> {} in {:.1} ms",
+                self.method,
+                self.uri,
+                response.status().as_u16(),
+                self.started.elapsed().as_secs_f64() * 1e3
+            ),
+        );
+        // The slots go when the connection does (or when the run's store drops it).
+        let io: IoFuture = Box::new(async move {
+            let _permits = permits;
+            Pin::from(io).await
+        });
+        Ok((response, io))
+    }
+
+    /// A response whose `Content-Length` is over the cap is refused before its body.
+    fn check_length(&self, response: &http::Response<WasiBody>, cap: u64) -> Result<(), HttpError> {
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(len) if len > cap => {
+                self.note(
                     LogLevel::Warn,
                     format!(
-                        "http {method} {uri} failed after {:.1} ms: {why}",
-                        started.elapsed().as_secs_f64() * 1e3
+                        "http {} {}: response of {len} bytes refused (max_response_bytes is {cap})",
+                        self.method, self.uri
                     ),
                 );
-                e
-            };
-            // A connection slot of the run and one of the process, waited for no longer
-            // than the run may wait; held until the connection closes.
-            let slots = async {
-                let run = run_slots.acquire_owned().await;
-                let process = process_slots.acquire_owned().await;
-                (run, process)
-            };
-            let permits = match tokio::time::timeout(left(), slots).await {
-                Ok((Ok(run), Ok(process))) => (run, process),
-                _ => {
-                    return Err(fail(
-                        HttpError::ConnectionLimitReached,
-                        "no connection slot came free before the run's deadline ([http] max_connections, --max-outbound-connections)".into(),
-                    ));
-                }
-            };
-            let (host, port, tls) = endpoint(&uri).ok_or(HttpError::HttpRequestUriInvalid)?;
-            let addrs = connect::resolve(&host, port, &grant.private_networks, connect)
-                .await
-                .map_err(|(e, why)| fail(e, why))?;
-            let waits = connect::Waits {
-                connect: connect.min(left()),
-                first_byte,
-                between_bytes,
-                max_body: cap,
-            };
-            let tls_name = tls.then(|| {
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string()
-            });
-            let (response, io) = connect::send(request, &addrs, tls_name.as_deref(), waits)
-                .await
-                .map_err(|e| {
-                    let why = e.to_string();
-                    fail(e, why)
-                })?;
-            let elapsed = format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3);
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if let Some(len) = declared
-                && len > cap
-            {
-                Self::note(
-                    &log,
-                    LogLevel::Warn,
-                    format!(
-                        "http {method} {uri}: response of {len} bytes refused (max_response_bytes is {cap})"
-                    ),
-                );
-                return Err(HttpError::HttpResponseBodySize(Some(len)));
+                Err(HttpError::HttpResponseBodySize(Some(len)))
             }
-            Self::note(
-                &log,
-                LogLevel::Info,
-                format!(
-                    "http {method} {uri} -> {} in {elapsed}",
-                    response.status().as_u16()
-                ),
-            );
-            // The slots go when the connection does (or when the run's store drops it).
-            let io: IoFuture = Box::new(async move {
-                let _permits = permits;
-                Pin::from(io).await
-            });
-            Ok((response, io))
-        })
+            _ => Ok(()),
+        }
     }
 }
 
