@@ -138,36 +138,7 @@ async fn in_child(
     bytes: Vec<u8>,
     artifact: &Path,
 ) -> Result<(), String> {
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .arg(SUBCOMMAND)
-        .arg("--fuel")
-        .arg(if consume_fuel { "on" } else { "off" })
-        .arg(artifact)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let memory = limits.memory_bytes;
-    // CPU time may be twice the wall clock on two cores (parallel compilation); this is
-    // a backstop, the wall-clock budget below is the limit.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let cpu_seconds = limits
-        .timeout
-        .as_secs()
-        .saturating_add(1)
-        .saturating_mul(cores);
-    // SAFETY: between fork and exec the closure only calls setrlimit and setpriority,
-    // which are async-signal-safe, and touches no memory shared with other threads.
-    unsafe {
-        command.pre_exec(move || {
-            set_limit(libc::RLIMIT_DATA, memory)?;
-            set_limit(libc::RLIMIT_CPU, cpu_seconds)?;
-            libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
-            Ok(())
-        });
-    }
-    let mut child = command
+    let mut child = limited_command(exe, consume_fuel, limits, artifact)
         .spawn()
         .map_err(|e| format!("cannot start the compiler process {}: {e}", exe.display()))?;
     let mut stdin = child
@@ -189,6 +160,52 @@ async fn in_child(
     if output.status.success() {
         return Ok(());
     }
+    Err(why_it_failed(&output, limits))
+}
+
+/// `httpsd compile-component` with its input on stdin, its memory (`RLIMIT_DATA`) and
+/// CPU (`RLIMIT_CPU`) limited and at a lower priority, killed when dropped.
+fn limited_command(
+    exe: &Path,
+    consume_fuel: bool,
+    limits: CompileLimits,
+    artifact: &Path,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(SUBCOMMAND)
+        .arg("--fuel")
+        .arg(if consume_fuel { "on" } else { "off" })
+        .arg(artifact)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let memory = limits.memory_bytes;
+    // CPU time may be twice the wall clock on two cores (parallel compilation); this is
+    // a backstop, the wall-clock budget is the limit.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let cpu_seconds = limits
+        .timeout
+        .as_secs()
+        .saturating_add(1)
+        .saturating_mul(cores);
+    // SAFETY: between fork and exec the closure only calls setrlimit and setpriority,
+    // which are async-signal-safe, and touches no memory shared with other threads.
+    unsafe {
+        command.pre_exec(move || {
+            set_limit(libc::RLIMIT_DATA, memory)?;
+            set_limit(libc::RLIMIT_CPU, cpu_seconds)?;
+            libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Why a compile child failed, in an operator's terms: over its time or memory limit,
+/// stopped by a signal, or the compiler's own last words.
+fn why_it_failed(output: &std::process::Output, limits: CompileLimits) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let said = stderr
         .lines()
@@ -196,7 +213,7 @@ async fn in_child(
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     use std::os::unix::process::ExitStatusExt;
-    Err(match output.status.signal() {
+    match output.status.signal() {
         Some(libc::SIGXCPU | libc::SIGKILL) => over_time(limits),
         // An allocation refused under RLIMIT_DATA aborts (or faults in a thread
         // that cannot report it).
@@ -213,7 +230,7 @@ async fn in_child(
             format_size(limits.memory_bytes)
         ),
         None => crate::runtime::log::cut(said, 2048).into_owned(),
-    })
+    }
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {

@@ -198,40 +198,10 @@ pub async fn send(
     tls_name: Option<&str>,
     waits: Waits,
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
-    let handshake = async {
-        let tcp = connect_any(addrs).await?;
-        let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Stream> = match tls_name {
-            None => Box::new(tcp),
-            Some(name) => {
-                let name = rustls::pki_types::ServerName::try_from(name.to_string())
-                    .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-                let tls = tokio_rustls::TlsConnector::from(tls_config())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(HttpError::Tls)?;
-                Box::new(tls)
-            }
-        };
-        hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(HttpError::from)
-    };
-    let (mut sender, conn) = tokio::time::timeout(waits.connect, handshake)
+    let (mut sender, conn) = tokio::time::timeout(waits.connect, handshake(addrs, tls_name))
         .await
         .map_err(|_| HttpError::ConnectionTimeout)??;
-
-    // The request line carries only the path: the authority is in the Host header.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
+    to_origin_form(&mut request)?;
     let respond = tokio::time::timeout(waits.first_byte, sender.send_request(request));
     let mut respond = std::pin::pin!(respond);
     let mut conn = Some(conn);
@@ -254,9 +224,64 @@ pub async fn send(
     .await
     .map_err(|_| HttpError::ConnectionReadTimeout)?
     .map_err(HttpError::from)?;
+    let io: IoFuture = Box::new(async move {
+        match conn {
+            Some(c) => c.await.map_err(HttpError::from),
+            None => Ok(()),
+        }
+    });
+    Ok((bounded(head, &waits), io))
+}
 
+/// TCP to the first address that answers, TLS over it when `tls_name` is set, and the
+/// HTTP/1 handshake: everything the connect timeout covers.
+async fn handshake(
+    addrs: &[SocketAddr],
+    tls_name: Option<&str>,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<WasiBody>,
+        hyper::client::conn::http1::Connection<TokioIo<Box<dyn Stream>>, WasiBody>,
+    ),
+    HttpError,
+> {
+    let tcp = connect_any(addrs).await?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Stream> = match tls_name {
+        None => Box::new(tcp),
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+            let tls = tokio_rustls::TlsConnector::from(tls_config())
+                .connect(name, tcp)
+                .await
+                .map_err(HttpError::Tls)?;
+            Box::new(tls)
+        }
+    };
+    hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(HttpError::from)
+}
+
+/// The request line carries only the path: the authority is in the Host header.
+fn to_origin_form(request: &mut http::Request<WasiBody>) -> Result<(), HttpError> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    Ok(())
+}
+
+/// The response with its body bounded: time between bytes and the size cap.
+fn bounded(head: http::Response<hyper::body::Incoming>, waits: &Waits) -> http::Response<WasiBody> {
     let between = waits.between_bytes.max(Duration::from_millis(1));
-    let response = head.map(|incoming| {
+    head.map(|incoming| {
         BoundedBody {
             incoming,
             between,
@@ -265,14 +290,7 @@ pub async fn send(
             cap: waits.max_body,
         }
         .boxed_unsync()
-    });
-    let io: IoFuture = Box::new(async move {
-        match conn {
-            Some(c) => c.await.map_err(HttpError::from),
-            None => Ok(()),
-        }
-    });
-    Ok((response, io))
+    })
 }
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
