@@ -52,19 +52,63 @@ fn error(tag: &str) -> Outcome {
 
 const NO_WAIT: Duration = Duration::from_millis(10);
 
-/// The whole suite against a store built by `make` (a fresh, empty store each call).
-async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
-    let short = Retention {
+/// Runs each case on both backends, as `<case>::on_memory` and `<case>::on_redis`, so a
+/// failure names the guarantee that broke and the backend it broke on. A case is an
+/// `async fn` taking `make`, which builds a fresh, empty store with a given retention
+/// (on Redis: on a `redis-server` of the test's own, emptied first).
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn on_memory() {
+                super::$case(httpsd::store::MemoryStore::new).await;
+            }
+
+            #[tokio::test]
+            async fn on_redis() {
+                let redis = super::RedisServer::start();
+                let max_value_bytes = httpsd::store::DEFAULT_MAX_VALUE_BYTES;
+                super::$case(|retention| super::redis_store(&redis, retention, max_value_bytes))
+                    .await;
+            }
+        }
+    )+};
+}
+
+on_both_backends!(
+    one_job_per_path_is_queued,
+    a_take_moves_the_oldest_job_to_processing_and_marks_it_running,
+    a_finished_entry_is_written_and_frees_the_path,
+    an_error_keeps_the_last_good_entry,
+    a_failed_path_waits_for_the_retry_time_and_a_success_clears_its_error,
+    a_reload_clears_the_entry_and_enqueues_unless_a_job_is_queued,
+    a_reload_while_running_reruns_the_job_once_after_it,
+    a_reload_clears_the_error_cache,
+    a_reload_within_the_cooldown_is_refused,
+    the_history_keeps_the_last_runs_newest_first,
+    an_unrenewed_lease_is_orphaned_and_requeued_once,
+    a_job_gone_from_processing_is_not_counted_lost,
+    a_handed_back_job_is_taken_next_without_counting_an_attempt,
+    an_unreadable_job_is_only_removed,
+    a_blocked_take_wakes_when_a_job_is_pushed,
+    an_empty_take_returns_nothing_after_its_wait,
+    a_reachable_store_answers_ping,
+);
+
+/// How long after a failed run the cases below let a poll run the path again.
+const RETRY: Duration = Duration::from_millis(300);
+
+/// Leases short enough for a case to watch one expire.
+fn short_leases() -> Retention {
+    Retention {
         lease: Duration::from_millis(300),
         ..Retention::default()
-    };
+    }
+}
 
-    // Dedupe: one queued-or-running job per full_path; other paths are independent.
-    let retry = Duration::from_millis(300);
-    let s = make(Retention {
-        retry,
-        ..Retention::default()
-    });
+/// Dedupe: one queued-or-running job per full_path; other paths are independent.
+async fn one_job_per_path_is_queued<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
     let a = job("a", 1);
     assert!(s.enqueue(&a).await.unwrap());
     assert!(
@@ -75,8 +119,17 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     assert_eq!(s.queue_lengths().await.unwrap(), (2, 0));
     let view = s.debug_view(&a.full_path).await.unwrap();
     assert_eq!(view.job.as_ref().map(|j| j.state), Some(JobState::Queued));
+}
 
-    // Take: oldest first, into processing, leased, marker says running with the worker.
+/// Take: oldest first, into processing, leased, marker says running with the worker;
+/// no second job for the path while it runs.
+async fn a_take_moves_the_oldest_job_to_processing_and_marks_it_running<S: Store>(
+    make: impl Fn(Retention) -> S,
+) {
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    assert!(s.enqueue(&a).await.unwrap());
+    assert!(s.enqueue(&job("b", 1)).await.unwrap());
     let taken = s.take("w1", 1, NO_WAIT).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].raw, a.raw);
@@ -89,8 +142,17 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         !s.enqueue(&a).await.unwrap(),
         "a second job for a running path"
     );
+}
 
-    // Finish with an entry: written, out of processing, marker gone (enqueue works again).
+/// Finish with an entry: written, out of processing, marker gone (enqueue works
+/// again), the run report kept.
+async fn a_finished_entry_is_written_and_frees_the_path<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    assert!(s.enqueue(&a).await.unwrap());
+    assert!(s.enqueue(&job("b", 1)).await.unwrap());
+    let taken = s.take("w1", 1, NO_WAIT).await.unwrap();
+    assert_eq!(taken[0].raw, a.raw);
     s.finish(&[finished(&a, &taken[0], entry("x"))])
         .await
         .unwrap();
@@ -100,8 +162,18 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     let view = s.debug_view(&a.full_path).await.unwrap();
     assert!(view.job.is_none() && view.error.is_none());
     assert_eq!(view.run.as_deref(), Some(&br#"{"ok":true}"#[..]));
+    assert!(
+        s.enqueue(&job("a", 2)).await.unwrap(),
+        "enqueue works again"
+    );
+}
 
-    // An error keeps the last good entry; the next success removes the error.
+/// An error keeps the last good entry (and a batch take returns every queued job).
+async fn an_error_keeps_the_last_good_entry<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    write(&s, "a", entry("x")).await;
+    assert!(s.enqueue(&job("b", 1)).await.unwrap());
     let a2 = job("a", 2);
     assert!(s.enqueue(&a2).await.unwrap());
     let b_and_a2 = s.take("w1", 8, NO_WAIT).await.unwrap();
@@ -118,30 +190,48 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
             .unwrap()
             .contains("boom")
     );
-    // Right after a failure, polls do not run the path again; after the retry time
-    // they do (a reload would at once).
+}
+
+/// Right after a failure, polls do not run the path again; after the retry time they
+/// do (a reload would at once), and the next success removes the error.
+async fn a_failed_path_waits_for_the_retry_time_and_a_success_clears_its_error<S: Store>(
+    make: impl Fn(Retention) -> S,
+) {
+    let s = make(Retention {
+        retry: RETRY,
+        ..Retention::default()
+    });
+    let a2 = job("a", 2);
+    assert!(s.enqueue(&a2).await.unwrap());
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    s.finish(&[finished(&a2, &t, error("boom"))]).await.unwrap();
     let a3 = job("a", 3);
     assert!(
         !s.enqueue(&a3).await.unwrap(),
         "a path that just failed waits"
     );
     assert_eq!(s.queue_lengths().await.unwrap().0, 0, "nothing was queued");
-    tokio::time::sleep(retry + Duration::from_millis(100)).await;
+    tokio::time::sleep(RETRY + Duration::from_millis(100)).await;
     assert!(s.enqueue(&a3).await.unwrap());
     let t = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
     s.finish(&[finished(&a3, &t, entry("y"))]).await.unwrap();
-    let view = s.debug_view(&a.full_path).await.unwrap();
+    let view = s.debug_view(&a3.full_path).await.unwrap();
     assert!(view.error.is_none(), "success removes the error");
+}
 
-    // Reload: clears both, enqueues; a second reload while queued does not; a reload
-    // while running marks the running job to run again when it ends (its result is
-    // still written), so the path never has two runs at once.
-    let a4 = job("a", 4);
-    let t_b = b_and_a2.iter().find(|t| t.raw != a2.raw).unwrap();
-    s.finish(&[finished(&job("b", 1), t_b, error("b"))])
+/// Reload: clears the entry and enqueues; a second reload while the job is still
+/// queued does not enqueue again.
+async fn a_reload_clears_the_entry_and_enqueues_unless_a_job_is_queued<S: Store>(
+    make: impl Fn(Retention) -> S,
+) {
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    write(&s, "a", entry("y")).await;
+    let r = s
+        .reload(&job("a", 4), Duration::ZERO)
         .await
+        .unwrap()
         .unwrap();
-    let r = s.reload(&a4, Duration::ZERO).await.unwrap().unwrap();
     assert!(
         r.cache_cleared && !r.error_cache_cleared && r.enqueued,
         "{r:?}"
@@ -154,6 +244,18 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         .unwrap();
     assert!(!r.cache_cleared && !r.enqueued, "{r:?}");
     assert_eq!(s.queue_lengths().await.unwrap(), (1, 0));
+}
+
+/// A reload while a job runs marks it to run again when it ends (its result is still
+/// written), so the path never has two runs at once, however often it is reloaded.
+async fn a_reload_while_running_reruns_the_job_once_after_it<S: Store>(
+    make: impl Fn(Retention) -> S,
+) {
+    let s = make(Retention::default());
+    let a = job("a", 1);
+    let a4 = job("a", 4);
+    let r = s.reload(&a4, Duration::ZERO).await.unwrap().unwrap();
+    assert!(r.enqueued, "{r:?}");
     let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
     assert_eq!(t.raw, a4.raw);
     let r = s
@@ -206,6 +308,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     // A fresh job for the path later on.
     let a10 = job("a", 10);
     assert!(s.enqueue(&a10).await.unwrap());
+}
+
+/// A reload clears the path's error too (and says so), leaving no entry to clear.
+async fn a_reload_clears_the_error_cache<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
+    write(&s, "b", error("b")).await;
     let b = s.debug_view(&job("b", 1).full_path).await.unwrap();
     let r = s
         .reload(&job("b", 2), Duration::ZERO)
@@ -216,9 +324,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         b.error.is_some() && r.error_cache_cleared && !r.cache_cleared,
         "{r:?}"
     );
+}
 
-    // Reload cooldown: a second reload inside it is refused and changes nothing; the
-    // admin page sees the cooldown; after it, reloads work again.
+/// Reload cooldown: a second reload inside it is refused and changes nothing; the
+/// admin page sees the cooldown; after it, reloads work again.
+async fn a_reload_within_the_cooldown_is_refused<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
     let c = job("c", 1);
     let cooldown = Duration::from_millis(400);
     let first = s.reload(&c, cooldown).await.unwrap();
@@ -244,8 +355,11 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
             .is_none()
     );
     assert!(s.reload(&job("c", 3), cooldown).await.unwrap().is_ok());
+}
 
-    // History: every finished run of a path, newest first, at most HISTORY_LEN.
+/// History: every finished run of a path, newest first, at most HISTORY_LEN.
+async fn the_history_keeps_the_last_runs_newest_first<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
     let h = job("h", 1);
     for n in 0..(httpsd::wire::HISTORY_LEN + 3) {
         let hn = job("h", n as u32 + 10);
@@ -278,10 +392,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         format!("run {}", httpsd::wire::HISTORY_LEN + 2).as_bytes()
     );
     assert_eq!(history[httpsd::wire::HISTORY_LEN - 1].as_ref(), b"run 3");
+}
 
-    // Orphans: a lease not renewed expires; the job goes back to the queue, once, and
-    // its next take counts a second attempt. A renewed lease keeps its job.
-    let s = make(short);
+/// Orphans: a lease not renewed expires; the job goes back to the queue, once, and its
+/// next take counts a second attempt. A renewed lease keeps its job.
+async fn an_unrenewed_lease_is_orphaned_and_requeued_once<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(short_leases());
     let o = job("o", 1);
     let k = job("k", 1);
     s.enqueue(&o).await.unwrap();
@@ -327,6 +443,12 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
     let again = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
     assert_eq!(again.raw, o.raw);
     assert_eq!(again.attempts, 2);
+}
+
+/// A heartbeat for a job gone from processing (it finished a moment ago) does not
+/// count it lost, though its lease is gone.
+async fn a_job_gone_from_processing_is_not_counted_lost<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(short_leases());
     let finished_lost = s
         .heartbeat(&[Taken {
             raw: "not in processing".into(),
@@ -339,31 +461,60 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         finished_lost, 0,
         "a job gone from processing (it finished a moment ago) is not lost"
     );
+}
 
-    // Hand back: to the head of the queue, not counted as an attempt.
+/// Hand back: to the head of the queue, not counted as an attempt (here a job on its
+/// second attempt, taken again after its first lease expired).
+async fn a_handed_back_job_is_taken_next_without_counting_an_attempt<S: Store>(
+    make: impl Fn(Retention) -> S,
+) {
+    let retention = short_leases();
+    let s = make(retention);
+    let o = job("o", 1);
+    let k = job("k", 1);
+    s.enqueue(&o).await.unwrap();
+    s.enqueue(&k).await.unwrap();
+    assert_eq!(s.take("w1", 2, NO_WAIT).await.unwrap().len(), 2);
+    tokio::time::sleep(retention.lease + Duration::from_millis(100)).await;
+    assert!(s.requeue(&o.raw).await.unwrap());
+    let again = s.take("w2", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!((again.raw.as_str(), again.attempts), (o.raw.as_str(), 2));
     s.hand_back(std::slice::from_ref(&again)).await.unwrap();
     assert_eq!(s.queue_lengths().await.unwrap(), (1, 1));
     let back = s.take("w3", 1, NO_WAIT).await.unwrap().remove(0);
     assert_eq!((back.raw.as_str(), back.attempts), (o.raw.as_str(), 2));
+}
 
-    // Discard: an unreadable job is only removed.
-    let junk = Taken {
-        raw: "not a job".into(),
-        lease_id: "x".into(),
-        attempts: 1,
-    };
-    s.finish(&[Finished {
-        taken: junk,
+/// Discard: an unreadable job is only removed (from processing, when it is there).
+async fn an_unreadable_job_is_only_removed<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
+    let discard = |raw: &str| Finished {
+        taken: Taken {
+            raw: raw.into(),
+            lease_id: "x".into(),
+            attempts: 1,
+        },
         full_path: String::new(),
         outcome: Outcome::Discard,
         run: Vec::new(),
         summary: Vec::new(),
-    }])
-    .await
-    .unwrap();
+    };
+    s.finish(&[discard("not a job")]).await.unwrap();
+    let junk = NewJob {
+        full_path: "/targets/junk?".into(),
+        raw: "not a job either".into(),
+    };
+    assert!(s.enqueue(&junk).await.unwrap());
+    let t = s.take("w1", 1, NO_WAIT).await.unwrap().remove(0);
+    assert_eq!(t.raw, junk.raw);
+    s.finish(&[discard(&t.raw)]).await.unwrap();
+    assert_eq!(s.queue_lengths().await.unwrap(), (0, 0));
+    assert!(s.get_entry(&junk.full_path).await.unwrap().is_none());
+}
 
-    // A blocked take wakes up when a job is pushed.
-    let s = std::sync::Arc::new(make(Retention::default()));
+/// A blocked take wakes up when a job is pushed.
+async fn a_blocked_take_wakes_when_a_job_is_pushed<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = Arc::new(make(Retention::default()));
     let waiter = {
         let s = s.clone();
         tokio::spawn(async move { s.take("w1", 1, Duration::from_secs(5)).await })
@@ -378,32 +529,17 @@ async fn suite<S: Store>(make: impl Fn(Retention) -> S) {
         .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].raw, w.raw);
-    // An empty take returns empty after its wait.
+}
+
+/// An empty take returns empty after its wait.
+async fn an_empty_take_returns_nothing_after_its_wait<S: Store>(make: impl Fn(Retention) -> S) {
+    let s = make(Retention::default());
     assert!(s.take("w1", 1, NO_WAIT).await.unwrap().is_empty());
-    s.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn memory_store_behaviour() {
-    suite(MemoryStore::new).await;
-}
-
-#[tokio::test]
-async fn redis_store_behaviour() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    suite(|retention| {
-        redis.flush();
-        RedisStore::new(
-            RedisSettings {
-                url: url.clone(),
-                ..RedisSettings::default()
-            },
-            retention,
-        )
-        .unwrap()
-    })
-    .await;
+/// Readiness: a store that is there answers a ping.
+async fn a_reachable_store_answers_ping<S: Store>(make: impl Fn(Retention) -> S) {
+    make(Retention::default()).ping().await.unwrap();
 }
 
 /// The Redis keys themselves, as DESIGN §8 and the seeds name them, with their TTLs.
@@ -773,8 +909,13 @@ async fn memory_store_evicts_least_recently_used_paths_by_bytes() {
 /// entry instead, without the group being retried for ever.
 async fn refused_write_fails_only_its_own_job<S: Store>(s: S) {
     let s = Arc::new(s);
-    // A batch with an oversized value is refused as a whole, naming the job, before
-    // anything of it is written.
+    a_batch_with_an_oversized_value_is_refused_whole(&*s).await;
+    the_finisher_fails_only_the_refused_job(s).await;
+}
+
+/// A batch with an oversized value is refused as a whole, naming the job, before
+/// anything of it is written.
+async fn a_batch_with_an_oversized_value_is_refused_whole<S: Store>(s: &S) {
     let x = job("x", 1);
     let y = job("y", 1);
     s.enqueue(&x).await.unwrap();
@@ -796,14 +937,16 @@ async fn refused_write_fails_only_its_own_job<S: Store>(s: S) {
         other => panic!("an oversized value is refused: {other:?}"),
     }
     assert!(
-        !has_entry(&*s, "x").await,
+        !has_entry(s, "x").await,
         "nothing of a refused batch is written"
     );
     s.finish(&[finished(&x, tx_, entry("x")), finished(&y, ty, entry("y"))])
         .await
         .unwrap();
+}
 
-    // Through the worker's finisher: five jobs in one group, the third too large.
+/// Through the worker's finisher: five jobs in one group, the third too large.
+async fn the_finisher_fails_only_the_refused_job<S: Store>(s: Arc<S>) {
     let jobs: Vec<NewJob> = (0..5).map(|n| job(&format!("r{n}"), 1)).collect();
     for j in &jobs {
         assert!(s.enqueue(j).await.unwrap());
@@ -839,6 +982,26 @@ async fn refused_write_fails_only_its_own_job<S: Store>(s: S) {
     )
     .await
     .expect("a refused write is not retried for ever");
+    the_healthy_jobs_are_written_and_the_refused_one_failed(&*s, &jobs).await;
+    assert_eq!(s.queue_lengths().await.unwrap(), (0, 0));
+    assert!(in_flight.lock().unwrap().is_empty());
+    let processed = |status: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "httpsd_redis_worker_jobs_processed_total{{status=\"{status}\",worker_id=\"w1\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        (processed("success"), processed("failure")),
+        (Some(4.0), Some(1.0))
+    );
+}
+
+/// After the finisher ran `jobs` (the third refused): the others' entries are written,
+/// the third has a small StoreRefusedError entry and a history line saying so.
+async fn the_healthy_jobs_are_written_and_the_refused_one_failed<S: Store>(s: &S, jobs: &[NewJob]) {
     for (i, j) in jobs.iter().enumerate() {
         let view = s.debug_view(&j.full_path).await.unwrap();
         assert!(view.job.is_none(), "job {i} is done with");
@@ -876,20 +1039,6 @@ async fn refused_write_fails_only_its_own_job<S: Store>(s: S) {
     assert!(
         String::from_utf8_lossy(&refused.history[0]).contains("StoreRefusedError"),
         "the history says so too"
-    );
-    assert_eq!(s.queue_lengths().await.unwrap(), (0, 0));
-    assert!(in_flight.lock().unwrap().is_empty());
-    let processed = |status: &str| {
-        metric(
-            &metrics,
-            &format!(
-                "httpsd_redis_worker_jobs_processed_total{{status=\"{status}\",worker_id=\"w1\"}}"
-            ),
-        )
-    };
-    assert_eq!(
-        (processed("success"), processed("failure")),
-        (Some(4.0), Some(1.0))
     );
 }
 

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 /// so serialising them as a JSON object loses nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetGroup {
+    /// Addresses as Prometheus will scrape them (usually `host:port`); the validator
+    /// rejects blank ones.
     pub targets: Vec<String>,
+    /// `(name, value)` pairs in the generator's order; served as a JSON object.
     pub labels: Vec<(String, String)>,
 }
 

@@ -19,19 +19,21 @@ pub fn is_valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Checks label names, duplicate labels, empty targets and the output limits, in one
-/// pass that is linear in the size of the output (a group with 100,000 labels must not
-/// cost the host 10^10 comparisons). The byte limit is on the JSON served, escapes
-/// included ([`TargetGroup::json_bytes`]).
 /// The two limits an answer is checked against: a generator's `max_output_bytes` and
 /// `max_targets`. The sandbox's [`crate::runtime::Limits`] hands them over
 /// ([`crate::runtime::Limits::answer`]), so these rules do not depend on the sandbox.
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerLimits {
+    /// Bytes of the compact JSON array served, escapes included.
     pub max_output_bytes: u64,
+    /// Targets summed over all groups of the answer.
     pub max_targets: u64,
 }
 
+/// Checks label names, duplicate labels, empty targets and the output limits, in one
+/// pass that is linear in the size of the output (a group with 100,000 labels must not
+/// cost the host 10^10 comparisons). The byte limit is on the JSON served, escapes
+/// included ([`TargetGroup::json_bytes`]). Stops at the first problem found.
 pub fn check_groups(groups: &[TargetGroup], limits: AnswerLimits) -> Result<(), InvalidOutput> {
     let mut targets = 0u64;
     // The array's brackets, then each group and its separating comma.

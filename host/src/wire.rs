@@ -16,29 +16,79 @@ pub const QUEUE: &str = "target_generation_queue";
 pub const PROCESSING: &str = "target_generation_queue:processing";
 /// How long a cached error lives (the old tool's value).
 pub const ERROR_TTL: Duration = Duration::from_secs(3600);
+
+// Every key prefix and channel name is spelled once, here. Rust builds keys from these
+// consts, and the Lua scripts get them as `local` definitions that
+// `store/redis/scripts.rs` generates from [`SCRIPT_NAMES`], so the two cannot drift
+// apart. The strings themselves are binding: they are the wire format the old tool and
+// older httpsd processes of a mixed fleet read and write.
+
+/// The literal of [`PREFIX`], as a macro so the names under it can be built with
+/// `concat!` (which takes literals, not consts) and the prefix is still spelled once.
+macro_rules! httpsd_prefix {
+    () => {
+        "httpsd:"
+    };
+}
+
 /// The common prefix of httpsd's own keys (dedupe markers, leases, attempts, runs).
-pub const PREFIX: &str = "httpsd:";
+pub const PREFIX: &str = httpsd_prefix!();
+/// `error:<full_path>`: a path's last error, the old tool's key.
+pub const ERROR_PREFIX: &str = "error:";
+/// `httpsd:job:<full_path>`: a path's dedupe marker.
+pub const MARKER_PREFIX: &str = concat!(httpsd_prefix!(), "job:");
+/// `httpsd:lease:<job id>`: a running job's lease (the id is the sha1 of the job).
+pub const LEASE_PREFIX: &str = concat!(httpsd_prefix!(), "lease:");
+/// `httpsd:attempts:<job id>`: how often a job without a marker of its own was taken.
+pub const ATTEMPTS_PREFIX: &str = concat!(httpsd_prefix!(), "attempts:");
+/// `httpsd:run:<full_path>`: the last run's report.
+pub const RUN_PREFIX: &str = concat!(httpsd_prefix!(), "run:");
+/// `httpsd:history:<full_path>`: the last runs' summaries.
+pub const HISTORY_PREFIX: &str = concat!(httpsd_prefix!(), "history:");
+/// `httpsd:reload:<full_path>`: a reload's cooldown.
+pub const RELOAD_PREFIX: &str = concat!(httpsd_prefix!(), "reload:");
+/// `httpsd:retry:<full_path>`: set after a failed run; polls do not run the path again
+/// while it lives.
+pub const RETRY_PREFIX: &str = concat!(httpsd_prefix!(), "retry:");
+/// The channel the scripts publish the `full_path` of every entry written or deleted
+/// on, for the servers' local caches (`server/local.rs`).
+pub const INVALIDATE_CHANNEL: &str = concat!(httpsd_prefix!(), "invalidate");
+
+/// The names above that the Lua scripts use, each under the name of its Rust const:
+/// the scripts see `local MARKER_PREFIX = "httpsd:job:"` and so on, and spell no key
+/// of their own. (The queue and the processing list reach them as `KEYS`.)
+pub const SCRIPT_NAMES: [(&str, &str); 9] = [
+    ("ERROR_PREFIX", ERROR_PREFIX),
+    ("MARKER_PREFIX", MARKER_PREFIX),
+    ("LEASE_PREFIX", LEASE_PREFIX),
+    ("ATTEMPTS_PREFIX", ATTEMPTS_PREFIX),
+    ("RUN_PREFIX", RUN_PREFIX),
+    ("HISTORY_PREFIX", HISTORY_PREFIX),
+    ("RELOAD_PREFIX", RELOAD_PREFIX),
+    ("RETRY_PREFIX", RETRY_PREFIX),
+    ("INVALIDATE_CHANNEL", INVALIDATE_CHANNEL),
+];
 
 /// `error:<full_path>`.
 pub fn error_key(full_path: &str) -> String {
-    format!("error:{full_path}")
+    format!("{ERROR_PREFIX}{full_path}")
 }
 
 /// `httpsd:job:<full_path>`: the dedupe marker, a hash with the state (queued or
 /// running) of the one job allowed per path.
 pub fn marker_key(full_path: &str) -> String {
-    format!("{PREFIX}job:{full_path}")
+    format!("{MARKER_PREFIX}{full_path}")
 }
 
 /// `httpsd:run:<full_path>`: what the last run did, per generator (for debug).
 pub fn run_key(full_path: &str) -> String {
-    format!("{PREFIX}run:{full_path}")
+    format!("{RUN_PREFIX}{full_path}")
 }
 
 /// `httpsd:history:<full_path>`: a list of the last [`HISTORY_LEN`] runs' summaries,
 /// newest first (the admin page's run history).
 pub fn history_key(full_path: &str) -> String {
-    format!("{PREFIX}history:{full_path}")
+    format!("{HISTORY_PREFIX}{full_path}")
 }
 
 /// Runs kept in a path's history.
@@ -47,7 +97,7 @@ pub const HISTORY_LEN: usize = 20;
 /// `httpsd:reload:<full_path>`: set for `--reload-cooldown` by a reload; while it
 /// exists, reloads of the path are refused.
 pub fn reload_key(full_path: &str) -> String {
-    format!("{PREFIX}reload:{full_path}")
+    format!("{RELOAD_PREFIX}{full_path}")
 }
 
 /// The parameters that steer httpsd itself; never passed to generators, never part of
@@ -136,8 +186,38 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as it is queued: the JSON serde_json writes for it, byte for byte (a test
+    /// compares the two), written by [`JsonOut`], which cannot fail. So there is no
+    /// error to swallow, and no empty job is ever queued: the old
+    /// `to_string(..).unwrap_or_default()` would have queued `""` had serde_json ever
+    /// failed. A field added to [`Job`] must be added here too (the test catches it).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = JsonOut::with_capacity(256 + self.full_path.len() * 3);
+        out.raw("{\"full_path\":");
+        out.str(&self.full_path);
+        out.raw(",\"path\":");
+        out.str(&self.path);
+        out.raw(",\"extra_args\":");
+        out.map(&self.extra_args);
+        out.raw(",\"job_id\":");
+        out.str(&self.job_id);
+        if let Some(params) = &self.params {
+            out.raw(",\"params\":[");
+            for (i, (k, v)) in params.iter().enumerate() {
+                out.raw(if i == 0 { "[" } else { ",[" });
+                out.str(k);
+                out.raw(",");
+                out.str(v);
+                out.raw("]");
+            }
+            out.raw("]");
+        }
+        if let Some(at) = self.enqueued_at {
+            out.raw(",\"enqueued_at\":");
+            out.f64(at);
+        }
+        out.raw("}");
+        out.finish()
     }
 
     /// The request to run. A job from an old server has no `params`: its `extra_args`
@@ -177,20 +257,154 @@ pub struct EntryMeta {
     pub targets: usize,
 }
 
-/// Writes `{"updated_timestamp", "results", "httpsd"}`.
+/// Writes `{"updated_timestamp", "httpsd", "results"}`, in the layout
+/// [`EntryView::parse_own`] reads fast. Written by [`JsonOut`], byte for byte what
+/// serde_json writes for the same data: it cannot fail, so no empty entry is ever
+/// written in place of one that failed to encode.
 pub fn encode_entry(updated: f64, results: &[TargetGroup], meta: &EntryMeta) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Out<'a> {
-        updated_timestamp: f64,
-        httpsd: &'a EntryMeta,
-        results: &'a [TargetGroup],
+    let mut out = JsonOut::with_capacity(crate::model::json_array_bytes(results) + 256);
+    out.raw("{\"updated_timestamp\":");
+    out.f64(updated);
+    out.raw(",\"httpsd\":{\"fingerprint\":");
+    out.str(&meta.fingerprint);
+    out.raw(",\"job_id\":");
+    out.str(&meta.job_id);
+    out.raw(",\"worker_id\":");
+    out.str(&meta.worker_id);
+    out.raw(",\"processing_time\":");
+    out.f64(meta.processing_time);
+    out.raw(",\"targets\":");
+    out.uint(meta.targets as u64);
+    out.raw("},\"results\":[");
+    for (i, group) in results.iter().enumerate() {
+        out.raw(if i == 0 {
+            "{\"targets\":["
+        } else {
+            ",{\"targets\":["
+        });
+        for (j, target) in group.targets.iter().enumerate() {
+            if j > 0 {
+                out.raw(",");
+            }
+            out.str(target);
+        }
+        out.raw("],\"labels\":{");
+        for (j, (name, value)) in group.labels.iter().enumerate() {
+            if j > 0 {
+                out.raw(",");
+            }
+            out.str(name);
+            out.raw(":");
+            out.str(value);
+        }
+        out.raw("}}");
     }
-    serde_json::to_vec(&Out {
-        updated_timestamp: updated,
-        httpsd: meta,
-        results,
-    })
-    .unwrap_or_default()
+    out.raw("]}");
+    out.finish().into_bytes()
+}
+
+/// A compact JSON writer whose methods cannot fail, for what httpsd writes to Redis
+/// (jobs, cache entries, error entries). It writes exactly what serde_json writes for
+/// the same data, which the tests check: strings escaped as serde_json escapes them
+/// (`"`, `\` and control characters, nothing else), numbers as serde_json formats
+/// them, and a non-finite float as `null`, as serde_json does. serde_json's own
+/// `to_string` returns a `Result` for errors that cannot happen with these types
+/// (every map key is a string, no `Serialize` impl refuses), and swallowing it with
+/// `unwrap_or_default()` would have written an empty value instead.
+struct JsonOut(String);
+
+impl JsonOut {
+    fn with_capacity(bytes: usize) -> JsonOut {
+        JsonOut(String::with_capacity(bytes))
+    }
+
+    fn finish(self) -> String {
+        self.0
+    }
+
+    /// JSON text as it is (punctuation and field names).
+    fn raw(&mut self, text: &str) {
+        self.0.push_str(text);
+    }
+
+    /// A string literal.
+    fn str(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.0.push('"');
+        let mut start = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            // `i` is at an ASCII byte, so both slices end on a character boundary.
+            self.0.push_str(&s[start..i]);
+            if escape.is_empty() {
+                self.0.push_str("\\u00");
+                self.0.push(char::from(HEX[usize::from(b >> 4)]));
+                self.0.push(char::from(HEX[usize::from(b & 0xf)]));
+            } else {
+                self.0.push_str(escape);
+            }
+            start = i + 1;
+        }
+        self.0.push_str(&s[start..]);
+        self.0.push('"');
+    }
+
+    /// A float as serde_json writes it: its shortest form, or `null` when not finite.
+    fn f64(&mut self, x: f64) {
+        match serde_json::Number::from_f64(x) {
+            Some(n) => self.0.push_str(&n.to_string()),
+            None => self.0.push_str("null"),
+        }
+    }
+
+    fn uint(&mut self, n: u64) {
+        self.0.push_str(&n.to_string());
+    }
+
+    fn map(&mut self, map: &serde_json::Map<String, serde_json::Value>) {
+        self.0.push('{');
+        for (i, (k, v)) in map.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            self.str(k);
+            self.0.push(':');
+            self.value(v);
+        }
+        self.0.push('}');
+    }
+
+    fn value(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Null => self.raw("null"),
+            Value::Bool(b) => self.raw(if *b { "true" } else { "false" }),
+            // A Number is finite by construction; its Display is serde_json's own form.
+            Value::Number(n) => self.0.push_str(&n.to_string()),
+            Value::String(s) => self.str(s),
+            Value::Array(items) => {
+                self.0.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.0.push(',');
+                    }
+                    self.value(item);
+                }
+                self.0.push(']');
+            }
+            Value::Object(map) => self.map(map),
+        }
+    }
 }
 
 /// A cache entry as read on the request path: the results stay raw JSON text so a hit
@@ -328,8 +542,50 @@ impl ErrorEntry {
         }
     }
 
+    /// The entry as written to `error:<full_path>`: what serde_json writes for it, byte
+    /// for byte, written by [`JsonOut`], which cannot fail (so no empty error entry is
+    /// ever written). A field added to [`ErrorEntry`] or [`ErrorDetails`] must be added
+    /// here too (a test catches it).
     pub fn to_vec(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let d = &self.error_details;
+        let mut out = JsonOut::with_capacity(
+            512 + d.error_message.len() + d.traceback.len() + d.job_id.len() * 2,
+        );
+        out.raw("{\"updated_timestamp\":");
+        out.f64(self.updated_timestamp);
+        out.raw(",\"status\":");
+        out.str(&self.status);
+        out.raw(",\"error_details\":{");
+        let strings = [
+            ("error_type", &d.error_type),
+            ("error_message", &d.error_message),
+            ("traceback", &d.traceback),
+            ("worker_id", &d.worker_id),
+            ("job_id", &d.job_id),
+            ("path", &d.path),
+        ];
+        for (i, (name, value)) in strings.into_iter().enumerate() {
+            out.raw(if i == 0 { "\"" } else { ",\"" });
+            out.raw(name);
+            out.raw("\":");
+            out.str(value);
+        }
+        out.raw(",\"extra_args\":");
+        out.map(&d.extra_args);
+        out.raw(",\"timestamp\":");
+        out.str(&d.timestamp);
+        out.raw(",\"processing_time\":");
+        out.f64(d.processing_time);
+        for (name, value) in [("generator", &d.generator), ("full_path", &d.full_path)] {
+            if let Some(value) = value {
+                out.raw(",\"");
+                out.raw(name);
+                out.raw("\":");
+                out.str(value);
+            }
+        }
+        out.raw("}}");
+        out.finish().into_bytes()
     }
 }
 
@@ -424,5 +680,141 @@ mod tests {
         assert_eq!(EntryView::parse(extra).unwrap().results, "[]");
         let broken = br#"{"updated_timestamp":1,"httpsd":{"fingerprint":"a"},"results":[}"#;
         assert!(EntryView::parse(broken).is_err());
+    }
+
+    /// Strings that take every escape serde_json has, and some it does not.
+    fn awkward() -> String {
+        let mut s: String = (0u8..0x20).map(char::from).collect();
+        s.push_str("\"quoted\" back\\slash /slash \u{7f} é 日本 🦀 </script>");
+        s
+    }
+
+    #[test]
+    fn jobs_encode_exactly_as_serde_json_and_never_empty() {
+        let mut extra_args = serde_json::Map::new();
+        extra_args.insert(awkward(), serde_json::Value::String(awkward()));
+        extra_args.insert(
+            "n".into(),
+            serde_json::json!([null, true, false, 3, -4, 2.5, 1e300, {"k": [1.0]}]),
+        );
+        let mut jobs = vec![
+            req("svc", &[("env", "prod"), ("env", "dev")]).job(1_700_000_000.5),
+            Job {
+                full_path: awkward(),
+                path: awkward(),
+                extra_args,
+                job_id: String::new(),
+                params: Some(vec![(awkward(), String::new())]),
+                enqueued_at: Some(0.1),
+            },
+        ];
+        for at in [
+            None,
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(1e-7),
+            Some(-0.0),
+        ] {
+            jobs.push(Job {
+                enqueued_at: at,
+                params: at.map(|_| Vec::new()),
+                ..jobs[0].clone()
+            });
+        }
+        for job in &jobs {
+            let ours = job.to_json();
+            assert_eq!(ours, serde_json::to_string(job).unwrap());
+            assert!(!ours.is_empty());
+            serde_json::from_str::<Job>(&ours).unwrap();
+        }
+    }
+
+    #[test]
+    fn entries_encode_exactly_as_serde_json() {
+        #[derive(Serialize)]
+        struct Reference<'a> {
+            updated_timestamp: f64,
+            httpsd: &'a EntryMeta,
+            results: &'a [TargetGroup],
+        }
+        let meta = EntryMeta {
+            fingerprint: awkward(),
+            job_id: "/targets/a?:1".into(),
+            worker_id: "w1".into(),
+            processing_time: 0.125,
+            targets: 3,
+        };
+        let groups = [
+            TargetGroup {
+                targets: vec!["a:1".into(), awkward()],
+                labels: vec![("job".into(), awkward()), ("job".into(), "twice".into())],
+            },
+            TargetGroup {
+                targets: Vec::new(),
+                labels: Vec::new(),
+            },
+        ];
+        for (updated, results) in [(12.5, &groups[..]), (f64::NAN, &[][..])] {
+            let reference = Reference {
+                updated_timestamp: updated,
+                httpsd: &meta,
+                results,
+            };
+            assert_eq!(
+                String::from_utf8(encode_entry(updated, results, &meta)).unwrap(),
+                serde_json::to_string(&reference).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn error_entries_encode_exactly_as_serde_json() {
+        let mut extra_args = serde_json::Map::new();
+        extra_args.insert("env".into(), serde_json::Value::String(awkward()));
+        let details = ErrorDetails {
+            error_type: "GeneratorError".into(),
+            error_message: awkward(),
+            traceback: format!("Traceback:\n{}", awkward()),
+            worker_id: "w1".into(),
+            job_id: "/targets/a?:1".into(),
+            path: "a".into(),
+            extra_args,
+            timestamp: "2024-01-01T00:00:00Z".into(),
+            processing_time: 1.5,
+            generator: Some("gen.wasm".into()),
+            full_path: Some("/targets/a?".into()),
+        };
+        let without = ErrorDetails {
+            generator: None,
+            full_path: None,
+            ..details.clone()
+        };
+        for details in [details, without] {
+            let entry = ErrorEntry::new(1_700_000_000.25, details);
+            assert_eq!(entry.to_vec(), serde_json::to_vec(&entry).unwrap());
+        }
+    }
+
+    /// The names are the wire format: the old tool and older httpsd processes of a mixed
+    /// fleet read and write these very keys.
+    #[test]
+    fn key_names_are_the_wire_format() {
+        assert_eq!(PREFIX, "httpsd:");
+        assert_eq!(ERROR_PREFIX, "error:");
+        assert_eq!(MARKER_PREFIX, "httpsd:job:");
+        assert_eq!(LEASE_PREFIX, "httpsd:lease:");
+        assert_eq!(ATTEMPTS_PREFIX, "httpsd:attempts:");
+        assert_eq!(RUN_PREFIX, "httpsd:run:");
+        assert_eq!(HISTORY_PREFIX, "httpsd:history:");
+        assert_eq!(RELOAD_PREFIX, "httpsd:reload:");
+        assert_eq!(RETRY_PREFIX, "httpsd:retry:");
+        assert_eq!(INVALIDATE_CHANNEL, "httpsd:invalidate");
+        assert_eq!(error_key("/targets/a?"), "error:/targets/a?");
+        assert_eq!(marker_key("/targets/a?"), "httpsd:job:/targets/a?");
+        assert_eq!(run_key("/targets/a?"), "httpsd:run:/targets/a?");
+        assert_eq!(history_key("/targets/a?"), "httpsd:history:/targets/a?");
+        assert_eq!(reload_key("/targets/a?"), "httpsd:reload:/targets/a?");
+        // The servers subscribe where the scripts publish.
+        assert_eq!(crate::server::local::CHANNEL, INVALIDATE_CHANNEL);
     }
 }

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The whole command line: global logging flags and one command.
 #[derive(Debug, Parser)]
 #[command(
     name = "httpsd",
@@ -30,16 +31,22 @@ pub struct Cli {
     #[arg(long, global = true, env = "HTTPSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written to stderr (`--log-format`): human-readable lines, or one
+/// JSON object per line for a log collector.
+// No `///` on the variants: clap would make them possible-value help, which switches
+// every `--help` (this flag is global) to the long layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// The commands of `httpsd`; each carries its own flags.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// HTTP server and an in-process worker pool with an in-memory store: one process,
@@ -76,6 +83,10 @@ pub struct CompileComponentArgs {
 }
 
 impl CompileComponentArgs {
+    /// Runs the child side of an out-of-process compile and returns its exit code; on
+    /// failure the reason is the one line on stderr, for the parent to report. The size
+    /// cap here is only a backstop (at least 1 GiB): the parent enforces
+    /// `--max-component-bytes` before it writes to our stdin.
     pub fn run(&self) -> std::process::ExitCode {
         let max = crate::runtime::compile::CompileLimits::default()
             .max_component_bytes
@@ -110,10 +121,13 @@ pub struct NewArgs {
 pub struct ServerArgs {
     /// The target directory.
     pub dir: PathBuf,
+    /// Listening, freshness, auth and TLS flags.
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Where the shared cache and job queue live.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// How often the target directory is re-read.
     #[command(flatten)]
     pub tree: TreeArgs,
 }
@@ -123,10 +137,13 @@ pub struct ServerArgs {
 pub struct WorkerArgs {
     /// The target directory.
     pub dir: PathBuf,
+    /// The worker pool and its sandbox.
     #[command(flatten)]
     pub pool: PoolArgs,
+    /// Where the job queue and the shared cache live.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// How often the target directory is re-read.
     #[command(flatten)]
     pub tree: TreeArgs,
     /// Address of the worker's /metrics endpoint.
@@ -142,12 +159,16 @@ pub struct WorkerArgs {
 pub struct ServeArgs {
     /// The target directory.
     pub dir: PathBuf,
+    /// Listening, freshness, auth and TLS flags.
     #[command(flatten)]
     pub http: HttpArgs,
+    /// The in-process worker pool and its sandbox.
     #[command(flatten)]
     pub pool: PoolArgs,
+    /// How often the target directory is re-read.
     #[command(flatten)]
     pub tree: TreeArgs,
+    /// The bounds of the in-memory store that stands in for Redis.
     #[command(flatten)]
     pub memory_store: MemoryStoreArgs,
 }
@@ -169,6 +190,8 @@ pub struct MemoryStoreArgs {
 }
 
 impl MemoryStoreArgs {
+    /// The store's bounds, with `max_value_bytes` taken from the pool's
+    /// `--max-value-bytes`; a 0 flag is raised to 1.
     pub fn bounds(&self, max_value_bytes: u64) -> crate::store::MemoryBounds {
         crate::store::MemoryBounds {
             max_paths: self.memory_store_max_paths.max(1),
@@ -282,6 +305,9 @@ impl HttpArgs {
 }
 
 impl HttpArgs {
+    /// The server's settings from these flags, loading `--auth-file` if given (an
+    /// unreadable or invalid file is the error). Out-of-range numbers are clamped: a
+    /// negative `--cache-seconds` is 0, `--refresh-ahead` is kept within 0..=1.
     pub fn config(&self) -> Result<crate::server::ServerConfig, String> {
         let auth = match &self.auth_file {
             Some(path) => crate::server::auth::Auth::load(path)?,
@@ -338,6 +364,8 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
+    /// The store's connection settings. `max_value_bytes` is the store's default; a
+    /// worker overrides it with its `--max-value-bytes`.
     pub fn settings(&self) -> crate::store::RedisSettings {
         crate::store::RedisSettings {
             url: self.redis_url.clone(),
@@ -404,11 +432,15 @@ pub struct PoolArgs {
     #[arg(long, env = "HTTPSD_MAX_VALUE_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub max_value_bytes: u64,
 
+    /// The sandbox the workers run generators in.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
 impl PoolArgs {
+    /// The pool's settings: one worker named `--worker-id`, or `--num-workers` of them
+    /// named `<hostname>-<pid>-<n>`. `--batch` is at least 1 and the lease at least
+    /// 300 ms.
     pub fn worker_config(&self) -> crate::worker::WorkerConfig {
         let worker_ids = match &self.worker_id {
             Some(id) => vec![id.clone()],
@@ -428,6 +460,8 @@ impl PoolArgs {
         }
     }
 
+    /// How long the store keeps answers and leases, from `--cache-retention` (at least
+    /// 1 s) and `--job-lease` (at least 300 ms); the other lifetimes are the defaults.
     pub fn retention(&self) -> crate::store::Retention {
         crate::store::Retention {
             cache: self.cache_retention.max(Duration::from_secs(1)),
@@ -437,6 +471,7 @@ impl PoolArgs {
     }
 }
 
+/// `httpsd check DIR`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The target directory.
@@ -460,10 +495,15 @@ pub struct CheckArgs {
     #[arg(long, short = 'v')]
     pub verbose: bool,
 
+    /// The sandbox and default limits the generators are checked under.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
+/// `httpsd check --format`; mirrors [`crate::check::OutputFormat`], which knows
+/// nothing of clap.
+// No `///` on the variants: clap would make them possible-value help, which switches
+// `httpsd check --help` to the long layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -531,6 +571,9 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
+    /// The runtime's settings. Fuel metering is always on; compiles run in a child
+    /// process of this binary (in-process only if its path cannot be found); no
+    /// artifact cache directory when `--no-artifact-cache` is set or none can be found.
     pub fn config(&self) -> RuntimeConfig {
         let cache_dir = if self.no_artifact_cache {
             None

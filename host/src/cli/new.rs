@@ -46,25 +46,35 @@ const VENDORED: &[(&str, &str)] = &[
 /// vendored copy asks for what the SDK was tested with.
 const SDK_MANIFEST: &str = include_str!("../../../generator-sdk/Cargo.toml");
 
+/// Why `httpsd new` wrote nothing, or stopped part-way ([`NewError::Io`]).
 #[derive(Debug, thiserror::Error)]
 pub enum NewError {
+    /// The name is empty, longer than 64 bytes, or not a letter followed by letters,
+    /// digits, '-' and '_'.
     #[error(
         "{0:?} is not a usable crate name: use letters, digits, '-' and '_', starting with a letter"
     )]
     BadName(String),
+    /// The crate's directory is already there; nothing is overwritten.
     #[error("{0} already exists; choose another name or directory")]
     Exists(PathBuf),
+    /// `--sdk` cannot be resolved, or its `Cargo.toml` does not name `generator-sdk`.
     #[error("{0} does not look like the generator-sdk crate (no Cargo.toml naming it)")]
     NotAnSdk(PathBuf),
+    /// Writing a file (or creating its directory) failed; the files before it are left
+    /// in place.
     #[error("cannot write {path}: {source}")]
     Io {
+        /// The file being written, inside the new crate's directory.
         path: PathBuf,
+        /// What the filesystem said.
         source: std::io::Error,
     },
 }
 
 /// What to create.
 pub struct NewCrate<'a> {
+    /// The crate's name; the generator's httpsd manifest is written as `NAME.toml`.
     pub name: &'a str,
     /// The crate's directory (created; must not exist).
     pub dir: &'a Path,

@@ -42,17 +42,25 @@ pub enum Origin {
 
 /// A generator ready to instantiate, with its manifest applied.
 pub struct Loaded {
+    /// BLAKE3 of the `.wasm` bytes (hex); also the key of the in-memory and on-disk
+    /// compiled caches.
     pub hash: String,
+    /// The component linked against the host's imports, instantiated once per run.
     pub pre: GeneratorPre<RunState>,
     /// The optional `check-params` export of the `generator-with-check` world.
     pub check_export: Option<ComponentExportIndex>,
+    /// The runtime's default limits with the manifest's `[limits]` applied.
     pub limits: Limits,
+    /// The manifest's `[config]` values as the guest reads them, sorted by key.
     pub config: Arc<[(String, String)]>,
     /// The hosts it may reach over HTTP (none without an `[http]` table).
     pub http: Arc<HttpGrant>,
+    /// The parsed manifest (the default one when the generator has no `.toml`).
     pub manifest: Manifest,
     /// How this entry was produced, and how long that took.
     pub origin: Origin,
+    /// Reading the manifest and the `.wasm` plus compiling or loading it, when this
+    /// entry was made; a later cache hit does not add to it.
     pub load_time: Duration,
 }
 
@@ -95,7 +103,9 @@ struct Compiled {
 /// How compiling is done and bounded (see [`super::compile`]).
 #[derive(Debug, Clone)]
 pub struct CompileSettings {
+    /// In a child process (the normal case) or in this one.
     pub compiler: Compiler,
+    /// Size, time and memory bounds of one compile.
     pub limits: CompileLimits,
     /// The engine meters fuel (the child must compile for the same engine).
     pub consume_fuel: bool,
@@ -113,6 +123,8 @@ pub const FAILED_COMPILE_HOLD: Duration = Duration::from_secs(600);
 /// Failures remembered at most (the oldest are forgotten first).
 const MAX_FAILURES: usize = 1024;
 
+/// The process's compiled generators, by path and by content hash, with their
+/// manifests; see the module documentation for the lookup order.
 pub struct ComponentCache {
     engine: Engine,
     linker: Linker<RunState>,
@@ -132,6 +144,8 @@ pub struct ComponentCache {
 }
 
 impl ComponentCache {
+    /// An empty cache; `dir` is the artifact directory (created if missing), `None` to
+    /// keep compiled code in memory only. Errors only when `dir` cannot be created.
     pub fn new(
         engine: Engine,
         linker: Linker<RunState>,

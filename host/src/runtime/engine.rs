@@ -68,6 +68,8 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
+    /// Starts the ticker thread; it holds the engine weakly and ends when dropped or
+    /// when the engine is gone. Errors only if the thread cannot be spawned.
     pub fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();

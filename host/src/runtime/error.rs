@@ -67,8 +67,11 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct GenError {
+    /// What kind of failure; serialised as `error_type`.
     #[serde(rename = "error_type")]
     pub kind: ErrorKind,
+    /// What went wrong, in words; serialised as `error_message`. A guest's words are
+    /// redacted of secrets and cut to a bounded size before they get here.
     #[serde(rename = "error_message")]
     pub message: String,
     /// Python-style traceback, most recent call last. Always present: when the guest

@@ -18,16 +18,40 @@ use std::time::Duration;
 /// content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
+    /// Nothing at this path.
     #[error("{0} does not exist")]
     NotFound(PathBuf),
+    /// Refused without reading: a FIFO, socket, device or directory.
     #[error("{path} is not a regular file (a FIFO, a socket, a device or a directory)")]
-    NotRegular { path: PathBuf },
+    NotRegular {
+        /// The file asked for.
+        path: PathBuf,
+    },
+    /// Over the caller's cap, by its size or by what it grew to while being read.
     #[error("{path} is larger than the {limit} httpsd reads for it")]
-    TooLarge { path: PathBuf, limit: String },
+    TooLarge {
+        /// The file asked for.
+        path: PathBuf,
+        /// The cap, formatted for people (`1 KiB`).
+        limit: String,
+    },
+    /// Not read within [`READ_TIMEOUT`]; the blocking thread may still be stuck on it.
     #[error("reading {path} took longer than {limit}")]
-    TooSlow { path: PathBuf, limit: String },
+    TooSlow {
+        /// The file asked for.
+        path: PathBuf,
+        /// [`READ_TIMEOUT`], formatted for people.
+        limit: String,
+    },
+    /// Any other failure: permissions, an I/O error, text that is not UTF-8, a reader
+    /// task that died.
     #[error("cannot read {path}: {message}")]
-    Io { path: PathBuf, message: String },
+    Io {
+        /// The file asked for.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// How long a read may take before the run gives up on it (a regular file on a hung

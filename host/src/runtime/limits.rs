@@ -19,7 +19,7 @@ pub struct Limits {
     pub timeout: Duration,
     /// Total linear memory the instance may hold, in bytes.
     pub memory_bytes: u64,
-    /// Upper bound on the answer size (approximate JSON bytes).
+    /// Upper bound on the answer size: the JSON bytes served, escapes included.
     pub max_output_bytes: u64,
     /// Upper bound on the number of targets over all groups.
     pub max_targets: u64,
@@ -52,11 +52,17 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    /// [`Limits::fuel`], in fuel units.
     pub fuel: Option<u64>,
+    /// [`Limits::timeout`]: `"2s"`, `"500ms"`, or a number of seconds; must be above zero.
     pub timeout: Option<SizeOrText>,
+    /// [`Limits::memory_bytes`]: `"64MiB"` or a number of bytes.
     pub memory: Option<SizeOrText>,
+    /// [`Limits::max_output_bytes`]: `"1MiB"` or a number of bytes.
     pub max_output_bytes: Option<SizeOrText>,
+    /// [`Limits::max_targets`].
     pub max_targets: Option<u64>,
+    /// [`Limits::max_log_bytes`]: `"64KiB"` or a number of bytes.
     pub max_log_bytes: Option<SizeOrText>,
 }
 
@@ -64,7 +70,9 @@ pub struct LimitOverrides {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
 pub enum SizeOrText {
+    /// A bare number: bytes for a size, whole seconds for a duration.
     Number(u64),
+    /// A string such as `"64MiB"` or `"2s"`, parsed by [`crate::units`].
     Text(String),
 }
 
@@ -101,6 +109,8 @@ pub const MAX_HTTP_FIELDS_BYTES: usize = 16 << 10;
 /// Parameter sets a `check-params` export may return, and the bytes the host lifts for
 /// them (wasmtime's hostcall fuel: each pair costs 48 bytes plus its text).
 pub const MAX_CHECK_PARAM_SETS: usize = 256;
+/// The lift budget of a `check-params` call (see [`MAX_CHECK_PARAM_SETS`]), in place of
+/// the answer-sized [`Limits::lift_budget`].
 pub const CHECK_PARAMS_LIFT_BYTES: usize = 1 << 20;
 
 impl Limits {
@@ -207,6 +217,8 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
+    /// A cap of `limit` bytes of linear memory for one run, not yet charged to any
+    /// process budget (see [`MemoryCap::within`]).
     pub fn new(limit: u64) -> Self {
         MemoryCap {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -273,6 +285,7 @@ fn cgroup_memory_max() -> Option<u64> {
 }
 
 impl MemoryBudget {
+    /// A budget of `limit` bytes, nothing held yet; shared by every run of the process.
     pub fn new(limit: u64) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),

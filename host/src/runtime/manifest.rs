@@ -39,18 +39,24 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// `[limits]`: overrides of the command line's default limits for this generator.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// `[config]`: values the guest reads through `config.get` and `config.all`.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+    /// `[check]`: what `httpsd check` runs the generator with.
     #[serde(default)]
     pub check: CheckSection,
+    /// `[http]`: the hosts the generator may reach; empty, nothing is reachable.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[secrets]`: where each secret's value is read from, at every run.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
 }
 
+/// The `[check]` table of a manifest.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSection {

@@ -78,11 +78,17 @@ pub struct RunStats {
     /// Load (cache lookup or compile), instantiation and call.
     #[serde(serialize_with = "as_millis")]
     pub duration: Duration,
+    /// Instantiating the component for this run (part of `duration`); serialised, like
+    /// the other durations, in milliseconds.
     #[serde(serialize_with = "as_millis")]
     pub instantiate: Duration,
+    /// Fuel the guest burnt; 0 when fuel is not metered or the run never started.
     pub fuel_used: u64,
+    /// Largest total linear memory the instance held, in bytes.
     pub memory_peak: u64,
+    /// The run log's kept lines (guest log, stdout/stderr, host notes), secrets redacted.
     pub logs: Vec<LogLine>,
+    /// Lines not kept because the log had reached `max_log_bytes`.
     pub logs_dropped: u64,
     /// Outbound HTTP requests the run made (refused ones included).
     pub http_requests: u32,
@@ -113,7 +119,9 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// The outcome of one run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The validated target groups, or why there are none.
     pub result: Result<Vec<TargetGroup>, GenError>,
+    /// What the run cost, whichever way it ended.
     pub stats: RunStats,
 }
 
@@ -133,6 +141,9 @@ pub struct Runtime {
 type GuestCall<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 impl Runtime {
+    /// Builds the engine, the linker and the compiled-generator cache and starts the
+    /// epoch ticker. Fails when wasmtime rejects the settings or the linker, the
+    /// artifact directory cannot be created, or the ticker thread cannot start.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
         let engine = engine::build(config.consume_fuel, config.max_concurrent_runs)
             .map_err(|e| anyhow::anyhow!("cannot configure wasmtime: {e:#}"))?;

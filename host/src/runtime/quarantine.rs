@@ -42,6 +42,8 @@ pub const SLOW_RUN: Duration = Duration::from_millis(100);
 /// Nice value of the quarantine thread: the lowest priority Linux has.
 const NICE: i32 = 19;
 
+/// The process's verdicts: which generators run in the low-priority lane, and that
+/// lane's thread. Starts empty; the thread starts on the first quarantined run.
 #[derive(Default)]
 pub struct Quarantine {
     /// Generator file → until when it runs in quarantine.
@@ -122,6 +124,8 @@ pub struct CpuTimed<F> {
 }
 
 impl<F: std::future::Future> CpuTimed<F> {
+    /// Wraps `inner`; awaiting the result yields `inner`'s output and the CPU time spent
+    /// polling it.
     pub fn new(inner: F) -> Self {
         CpuTimed {
             inner: Box::pin(inner),

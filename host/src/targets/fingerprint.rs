@@ -24,6 +24,7 @@ pub struct Fingerprinter {
 const MAX_REMEMBERED: usize = 100_000;
 
 impl Fingerprinter {
+    /// An empty memo; share one per process so unchanged files are hashed once.
     pub fn new() -> Fingerprinter {
         Fingerprinter::default()
     }

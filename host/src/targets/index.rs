@@ -15,11 +15,15 @@ use std::time::{Duration, Instant};
 /// The generators of one path, as of `checked`.
 #[derive(Debug)]
 pub struct Indexed {
+    /// The generators that answer the path, sorted by relative path.
     pub generators: Vec<GeneratorFile>,
+    /// Their [`Fingerprinter::fingerprint`]: changes when any of them or their
+    /// manifests changes.
     pub fingerprint: String,
     checked: Instant,
 }
 
+/// The memo over one target tree, shared by every request of the process.
 pub struct PathIndex {
     tree: TargetTree,
     fingerprints: Fingerprinter,
@@ -31,6 +35,7 @@ pub struct PathIndex {
 const MAX_PATHS: usize = 50_000;
 
 impl PathIndex {
+    /// An empty memo over `tree` whose entries are trusted for `refresh` (`--tree-refresh`).
     pub fn new(tree: TargetTree, refresh: Duration) -> Arc<PathIndex> {
         Arc::new(PathIndex {
             tree,
@@ -40,6 +45,7 @@ impl PathIndex {
         })
     }
 
+    /// The tree this index reads.
     pub fn tree(&self) -> &TargetTree {
         &self.tree
     }

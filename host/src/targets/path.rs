@@ -18,6 +18,7 @@ pub struct TargetPath {
     segments: Vec<String>,
 }
 
+/// Why a request path was refused; [`PathError::Hidden`] is meant to look like a 404.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// The path tries to leave the root or contains bytes no file name should have.
@@ -77,10 +78,12 @@ impl TargetPath {
         Ok(TargetPath { segments })
     }
 
+    /// The path's segments, none empty, `.`, `..` or hidden; empty for the root.
     pub fn segments(&self) -> &[String] {
         &self.segments
     }
 
+    /// Whether this is the whole tree (`/targets`).
     pub fn is_root(&self) -> bool {
         self.segments.is_empty()
     }

@@ -13,13 +13,21 @@ use std::time::Instant;
 /// `?debug=true` and of `httpsd check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorReport {
+    /// The generator's path relative to the target root.
     pub generator: String,
+    /// Component or static file.
     pub kind: GeneratorKind,
+    /// The query parameters it ran with; always empty for a static file.
     pub params: Vec<(String, String)>,
+    /// Target groups it returned; 0 when it failed.
     pub groups: usize,
+    /// Targets over all those groups; 0 when it failed.
     pub targets: usize,
+    /// Time, fuel, memory and log of the run (a static file has only time and limits);
+    /// serialised inline.
     #[serde(flatten)]
     pub stats: RunStats,
+    /// Why it failed; `None` when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<GenError>,
 }
@@ -27,7 +35,9 @@ pub struct GeneratorReport {
 /// The first failing generator of a path, by generator order.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathFailure {
+    /// The failing generator's path relative to the target root.
     pub generator: String,
+    /// Its error; serialised inline (`error_type`, `error_message`, `traceback`).
     #[serde(flatten)]
     pub error: GenError,
 }
@@ -35,7 +45,9 @@ pub struct PathFailure {
 /// A path's answer (or its failure) and what each generator did.
 #[derive(Debug, Clone)]
 pub struct PathOutcome {
+    /// Every generator's groups merged in generator order, or the first failure.
     pub result: Result<Vec<TargetGroup>, PathFailure>,
+    /// One report per generator, in generator order, whether it succeeded or not.
     pub reports: Vec<GeneratorReport>,
 }
 

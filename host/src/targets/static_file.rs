@@ -10,7 +10,9 @@ use std::path::Path;
 /// Which parser a static file needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// A parse error is a `JSONDecodeError`.
     Json,
+    /// A parse error is a `YAMLError`; an empty document is no groups.
     Yaml,
 }
 

@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GeneratorKind {
+    /// `.wasm`: a component run in the sandbox.
     Wasm,
+    /// `.json`: a static list of target groups, served as written.
     Json,
+    /// `.yaml` or `.yml`: the same as `.json`, in YAML.
     Yaml,
 }
 
@@ -37,13 +40,17 @@ pub struct GeneratorFile {
     pub rel: String,
     /// Canonical absolute path.
     pub abs: PathBuf,
+    /// How it is turned into target groups, from its extension.
     pub kind: GeneratorKind,
 }
 
+/// Why no generators could be listed for a path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TreeError {
+    /// Neither a directory nor a `path.<ext>` file answers the path (a 404).
     #[error("path not found")]
     NotFound,
+    /// A directory could not be read; the message names it.
     #[error("cannot read the target directory: {0}")]
     Io(String),
 }
@@ -67,6 +74,7 @@ impl TargetTree {
         Ok(TargetTree { root })
     }
 
+    /// The root, canonicalised (symlinks resolved).
     pub fn root(&self) -> &Path {
         &self.root
     }

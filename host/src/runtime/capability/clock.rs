@@ -18,6 +18,7 @@ pub struct WallClock {
 }
 
 impl WallClock {
+    /// `deadline` is the run's start plus its `[limits] timeout`.
     pub fn new(deadline: Instant) -> Self {
         WallClock { deadline }
     }

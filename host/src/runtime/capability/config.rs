@@ -15,13 +15,18 @@ use wasmtime::component::Linker;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ConfigValue {
+    /// A TOML string, handed over as it is.
     Text(String),
+    /// A TOML integer, handed over in decimal.
     Integer(i64),
+    /// A TOML float, handed over in Rust's shortest form (`1.0` becomes `"1"`).
     Float(f64),
+    /// A TOML boolean, handed over as `"true"` or `"false"`.
     Bool(bool),
 }
 
 impl ConfigValue {
+    /// The string the guest sees: the guest's interface has strings only.
     pub fn as_text(&self) -> String {
         match self {
             ConfigValue::Text(s) => s.clone(),
@@ -46,6 +51,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// `values` as [`pairs`] made them: sorted by key, no secrets.
     pub fn new(values: Arc<[(String, String)]>) -> Self {
         Config { values }
     }

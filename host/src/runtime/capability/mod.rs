@@ -39,8 +39,11 @@ pub use self::httpsd::generator::types::{Error as WitError, TargetGroup as WitTa
 
 /// What a generator's manifest grants one run: config values, secrets, HTTP hosts.
 pub struct Grants {
+    /// `[config]` values, sorted by key; shared by every run of the generator.
     pub config: Arc<[(String, String)]>,
+    /// `[secrets]` as `(key, value)`, read for this run; the run's log redacts them.
     pub secrets: Vec<(String, String)>,
+    /// The `[http]` allow-list and caps; empty when the manifest has no `[http]`.
     pub http: Arc<http::HttpGrant>,
     /// The process's outbound connection slots, shared by every run.
     pub outbound: Arc<tokio::sync::Semaphore>,
@@ -51,15 +54,21 @@ pub struct Grants {
 pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The run's memory limiter: its peak and any refused growth are read after the run.
     pub memory: MemoryCap,
+    /// The guest's log and captured stdout/stderr, written to the run's shared log.
     pub log: log::GuestLog,
     config: config::Config,
     secrets: secrets::Secrets,
+    /// Outbound HTTP: the request count and a refused request are read after the run.
     pub http: http::OutboundHttp,
     clock: clock::WallClock,
 }
 
 impl RunState {
+    /// The state of one run: WASI with no files, environment, arguments or sockets,
+    /// stdout and stderr going to `run_log`, and the grants' capabilities. `deadline`
+    /// ends HTTP waits and clock sleeps with the run.
     pub fn new(
         memory: MemoryCap,
         run_log: Arc<Mutex<log::RunLog>>,

@@ -15,9 +15,18 @@ use wasmtime::component::Linker;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
+    /// `key = "value"`: the value itself, written in the manifest.
     Inline(String),
-    Env { env: String },
-    File { file: PathBuf },
+    /// `key = { env = "NAME" }`: the worker's environment variable; unset is an error.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+    /// `key = { file = "/run/secrets/x" }`: the file's text, trailing newlines removed.
+    File {
+        /// The file's path, as the worker process opens it.
+        file: PathBuf,
+    },
 }
 
 /// The largest secret file httpsd reads (a token, a password, a small key file).
@@ -59,6 +68,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// `values` as [`read`] returned them for this run.
     pub fn new(values: Vec<(String, String)>) -> Self {
         Secrets { values }
     }

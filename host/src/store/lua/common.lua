@@ -1,14 +1,20 @@
--- Helpers prepended to every httpsd script. Key names are those of src/wire.rs:
--- httpsd:job:<full_path> is a path's dedupe marker (a hash: state queued|running, job
--- = sha1 of the job's JSON, raw, worker, since), httpsd:lease:<sha1> a running job's
--- lease, httpsd:attempts:<sha1> how often it was taken, httpsd:run:<full_path> the last
--- run's report. A job's id is the sha1 of its exact bytes in the lists.
-local PREFIX = 'httpsd:'
--- The channel of server/local.rs: the full_path of every entry written or deleted.
-local INVALIDATE = 'httpsd:invalidate'
-local function marker_key(full_path) return PREFIX .. 'job:' .. full_path end
-local function lease_key(id) return PREFIX .. 'lease:' .. id end
-local function attempts_key(id) return PREFIX .. 'attempts:' .. id end
+-- Helpers prepended to every httpsd script. Key names come from src/wire.rs: the
+-- MARKER_PREFIX, LEASE_PREFIX, ... and INVALIDATE_CHANNEL locals used here are defined
+-- above this file by store/redis/scripts.rs from the Rust consts of the same names, so
+-- no script spells a key itself. httpsd:job:<full_path> is a path's dedupe marker (a
+-- hash: state queued|running, job = sha1 of the job's JSON, raw, worker, since),
+-- httpsd:lease:<sha1> a running job's lease, httpsd:attempts:<sha1> how often it was
+-- taken, httpsd:run:<full_path> the last run's report. A job's id is the sha1 of its
+-- exact bytes in the lists. INVALIDATE_CHANNEL is the channel of server/local.rs: the
+-- full_path of every entry written or deleted.
+local function marker_key(full_path) return MARKER_PREFIX .. full_path end
+local function lease_key(id) return LEASE_PREFIX .. id end
+local function attempts_key(id) return ATTEMPTS_PREFIX .. id end
+local function error_key(full_path) return ERROR_PREFIX .. full_path end
+local function run_key(full_path) return RUN_PREFIX .. full_path end
+local function history_key(full_path) return HISTORY_PREFIX .. full_path end
+local function reload_key(full_path) return RELOAD_PREFIX .. full_path end
+local function retry_key(full_path) return RETRY_PREFIX .. full_path end
 
 local function full_path_of(raw)
   local ok, job = pcall(cjson.decode, raw)

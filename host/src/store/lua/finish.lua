@@ -20,24 +20,24 @@ for i = 7, #ARGV, 7 do
   local owner = redis.call('HMGET', marker, 'job', 'state', 'rerun')
   local mine = owner[1] == id and owner[2] == 'running'
   if kind == '1' then
-    redis.call('DEL', lease_key(id), attempts_key(id), 'error:' .. fp)
+    redis.call('DEL', lease_key(id), attempts_key(id), error_key(fp))
     redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
     -- Servers' local caches drop their copy (server/local.rs).
-    redis.call('PUBLISH', INVALIDATE, fp)
+    redis.call('PUBLISH', INVALIDATE_CHANNEL, fp)
   else
     redis.call('DEL', lease_key(id), attempts_key(id))
     if kind == '0' then
-      redis.call('SET', 'error:' .. fp, ARGV[i + 4], 'PX', error_ttl)
+      redis.call('SET', error_key(fp), ARGV[i + 4], 'PX', error_ttl)
       -- Polls do not run a path that just failed again for a while (enqueue.lua).
-      redis.call('SET', PREFIX .. 'retry:' .. fp, 1, 'PX', retry)
+      redis.call('SET', retry_key(fp), 1, 'PX', retry)
     end
   end
   if kind ~= 'x' then
-    redis.call('SET', PREFIX .. 'run:' .. fp, ARGV[i + 5], 'PX', cache_ttl)
+    redis.call('SET', run_key(fp), ARGV[i + 5], 'PX', cache_ttl)
     if ARGV[i + 6] ~= '' then
       -- Readers take the first history_len; trimming (and renewing the TTL) only when
       -- the list is new or twice that long keeps it off most runs.
-      local history = PREFIX .. 'history:' .. fp
+      local history = history_key(fp)
       local n = redis.call('LPUSH', history, ARGV[i + 6])
       if n > 2 * history_len then redis.call('LTRIM', history, 0, history_len - 1) end
       if n == 1 or n > 2 * history_len then redis.call('PEXPIRE', history, cache_ttl) end

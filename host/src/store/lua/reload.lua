@@ -8,16 +8,16 @@
 -- it is the one that started after the reload.
 local fp = ARGV[1]
 if tonumber(ARGV[5]) > 0 then
-  local cooldown = PREFIX .. 'reload:' .. fp
+  local cooldown = reload_key(fp)
   if not redis.call('SET', cooldown, ARGV[3], 'PX', ARGV[5], 'NX') then
     return {-1, redis.call('PTTL', cooldown)}
   end
 end
 local cache = redis.call('DEL', fp)
-local err = redis.call('DEL', 'error:' .. fp)
+local err = redis.call('DEL', error_key(fp))
 -- Servers' local caches drop their copy (server/local.rs).
-redis.call('PUBLISH', INVALIDATE, fp)
-redis.call('DEL', PREFIX .. 'retry:' .. fp)
+redis.call('PUBLISH', INVALIDATE_CHANNEL, fp)
+redis.call('DEL', retry_key(fp))
 local marker = marker_key(fp)
 local enqueued = 1
 local state = redis.call('HMGET', marker, 'state', 'raw')

@@ -34,6 +34,8 @@ pub struct Network {
 }
 
 impl Network {
+    /// Parses `addr` or `addr/prefix` (IPv6 optionally in brackets); the error says
+    /// which part is wrong, for the manifest's error message.
     pub fn parse(text: &str) -> Result<Network, String> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -56,6 +58,8 @@ impl Network {
         Ok(Network { addr, prefix })
     }
 
+    /// Whether `ip` is in the range; an IPv4 address carried in IPv6 (`::ffff:a.b.c.d`,
+    /// NAT64) counts as that IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
@@ -184,7 +188,9 @@ pub async fn resolve(
 pub struct Waits {
     /// TCP connect, TLS handshake and HTTP handshake together.
     pub connect: Duration,
+    /// From sending the request until the response head has arrived.
     pub first_byte: Duration,
+    /// The longest silence while the response body streams.
     pub between_bytes: Duration,
     /// Response body bytes (`[http] max_response_bytes`).
     pub max_body: u64,

@@ -55,6 +55,8 @@ pub struct HttpSection {
     /// `host`, `host:port`, `host:*`, `*.domain[:port]`, `[v6]:port`.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Largest response body (`"16MiB"` or bytes); default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`].
     pub max_response_bytes: Option<SizeOrText>,
     /// Connections open at once in one run (more wait for one to close).
     pub max_connections: Option<u32>,
@@ -72,9 +74,13 @@ pub struct HttpSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpGrant {
     allow: Vec<Allowed>,
+    /// Largest response body in bytes, checked against `Content-Length` and as it streams.
     pub max_response_bytes: u64,
+    /// Connections one run may have open at once; more wait for one to close.
     pub max_connections: u32,
+    /// Requests one run may attempt in all (denied ones count too); the rest are refused.
     pub max_requests: u32,
+    /// Ranges an allowed name may resolve into besides public addresses.
     pub private_networks: Vec<Network>,
 }
 
@@ -235,6 +241,9 @@ pub struct OutboundHttp {
 }
 
 impl OutboundHttp {
+    /// One run's outbound HTTP under `grant`: every wait is cut to `deadline`, requests
+    /// are noted in `log`'s run log, and `process` holds the process-wide connection
+    /// slots (`--max-outbound-connections`).
     pub fn new(
         grant: Arc<HttpGrant>,
         deadline: Instant,
@@ -293,6 +302,8 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
+    /// A policy with no request made yet; `process` is the process-wide connection
+    /// slots, shared by every run.
     pub fn new(
         grant: Arc<HttpGrant>,
         deadline: Instant,

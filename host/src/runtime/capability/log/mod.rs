@@ -22,6 +22,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 pub struct GuestLog(Arc<Mutex<RunLog>>);
 
 impl GuestLog {
+    /// Wraps the run's log, which the runtime also holds to read it at the end.
     pub fn new(log: Arc<Mutex<RunLog>>) -> Self {
         GuestLog(log)
     }

@@ -4,27 +4,44 @@
 
 use serde::Serialize;
 
+/// Where a run-log line came from: a level of the `log` import (also used by the
+/// host's own notes, such as a refused HTTP request), or a line of the guest's output.
+/// Serialised in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// `log` at trace level.
     Trace,
+    /// `log` at debug level.
     Debug,
+    /// `log` at info level.
     Info,
+    /// `log` at warn level; copied to httpsd's own log at info.
     Warn,
+    /// `log` at error level; copied to httpsd's own log at warn.
     Error,
+    /// A line the guest wrote to stdout.
     Stdout,
+    /// A line the guest wrote to stderr.
     Stderr,
 }
 
+/// Which of the guest's output streams a [`Capture`](super::Capture) collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// The guest's stdout.
     Stdout,
+    /// The guest's stderr.
     Stderr,
 }
 
+/// One kept line of a run's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
+    /// Its level, or the output stream it was printed on.
     pub level: LogLevel,
+    /// The text, secrets redacted; an output line has no trailing newline and invalid
+    /// UTF-8 replaced.
     pub message: String,
 }
 
@@ -74,6 +91,8 @@ pub fn redaction_list(secrets: &[(String, String)]) -> Vec<String> {
 }
 
 impl RunLog {
+    /// An empty log keeping up to `max_bytes` (each line costs its length plus one);
+    /// `generator` tags the lines copied to httpsd's own log.
     pub fn new(max_bytes: u64, generator: String) -> Self {
         RunLog {
             lines: Vec::new(),

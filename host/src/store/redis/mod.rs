@@ -1,0 +1,333 @@
+//! The Redis store: the shared state of a fleet, in the wire format of DESIGN §8.
+//!
+//! One file per concern: `settings` (how to reach Redis, TLS), `pool` (its connections
+//! and the outage gate), `scripts` (the Lua scripts, which see the key names of
+//! `wire.rs`), `replies` (Redis's answers read into the store's types), and here the
+//! [`Store`] impl, which only says which command or script does what.
+
+mod pool;
+mod replies;
+mod scripts;
+mod settings;
+
+pub use pool::PooledConn;
+pub use settings::{RedisSettings, RedisTls, redact_url};
+
+use super::{
+    CoolingDown, DebugView, Finished, NewJob, Outcome, ReloadOutcome, Retention, Store,
+    StoreResult, Taken, check_value_sizes,
+};
+use crate::clock::now_unix;
+use crate::wire::{self, PROCESSING, QUEUE};
+use bytes::Bytes;
+use pool::{Pool, on_conn, unavailable};
+use redis::{Client, RedisError, Script, ScriptInvocation, Value};
+use scripts::Scripts;
+use std::time::Duration;
+
+/// Most bytes of values sent in one `finish.lua` call: a group of large results goes
+/// in several calls (each atomic), so no request nears Redis's query-buffer limit
+/// (`client-query-buffer-limit`, 1 GB, past which it drops the connection).
+const FINISH_CALL_BYTES: usize = 64 << 20;
+
+/// Paths read per round trip of [`Store::overview`].
+const OVERVIEW_CHUNK: usize = 256;
+
+/// The [`Store`] of a fleet: every server and worker shares one Redis.
+pub struct RedisStore {
+    pool: Pool,
+    scripts: Scripts,
+    /// See [`RedisSettings::max_value_bytes`].
+    max_value_bytes: u64,
+    retention: Retention,
+}
+
+/// A duration in whole milliseconds, at least 1 (a TTL of 0 would be an error in
+/// Redis).
+fn ms(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u64::MAX as u128) as u64
+}
+
+/// The bytes of values one finished job sends.
+fn value_bytes(f: &Finished) -> usize {
+    let payload = match &f.outcome {
+        Outcome::Entry(v) | Outcome::Error(v) => v.len(),
+        Outcome::Discard => 0,
+    };
+    payload + f.run.len() + f.summary.len()
+}
+
+impl RedisStore {
+    /// Sets up the pool without connecting: a server or worker starts while Redis is
+    /// down and serves 503s (or waits) until it is back. Fails only for settings that
+    /// can never work (a bad URL, an unreadable certificate).
+    pub fn new(settings: RedisSettings, retention: Retention) -> StoreResult<RedisStore> {
+        let client = settings::client(&settings)?;
+        Ok(RedisStore {
+            pool: Pool::new(client, settings.timeout, settings.pool_size),
+            scripts: Scripts::new(),
+            max_value_bytes: settings.max_value_bytes,
+            retention,
+        })
+    }
+
+    /// The client, for connections of other kinds (the local cache's subscription).
+    pub fn client(&self) -> &Client {
+        self.pool.client()
+    }
+
+    /// `enqueue.lua` or `reload.lua` with the arguments both take: the queue, the job's
+    /// path, the job, now and the marker TTL.
+    fn push_invocation<'s>(&self, script: &'s Script, job: &NewJob) -> ScriptInvocation<'s> {
+        let mut invocation = script.key(QUEUE);
+        invocation
+            .arg(&job.full_path)
+            .arg(&job.raw)
+            .arg(now_unix())
+            .arg(ms(self.retention.marker));
+        invocation
+    }
+
+    /// The blocking half of [`Store::take`]: waits for one job with BLMOVE.
+    async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
+        let mut conn = self.pool.blocking_conn(wait).await?;
+        let moved: Result<Option<String>, RedisError> = redis::cmd("BLMOVE")
+            .arg(QUEUE)
+            .arg(PROCESSING)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(wait.as_secs_f64().max(0.01))
+            .query_async(&mut conn)
+            .await;
+        self.pool.keep_blocking(conn, &moved);
+        let Some(raw) = moved.map_err(unavailable)? else {
+            return Ok(Vec::new());
+        };
+        // Between BLMOVE and this script the job has no lease; the reaper waits a
+        // whole lease period before it calls a job orphaned, so it is not taken twice.
+        let (lease_id, attempts): (String, u32) = on_conn!(self.pool, |c| {
+            self.scripts
+                .start
+                .arg(&raw)
+                .arg(worker_id)
+                .arg(now_unix())
+                .arg(ms(self.retention.lease))
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(vec![Taken {
+            raw,
+            lease_id,
+            attempts,
+        }])
+    }
+
+    /// One `finish.lua` call.
+    async fn finish_call(&self, done: &[Finished]) -> StoreResult<()> {
+        let mut invocation = self.scripts.finish.key(PROCESSING);
+        invocation
+            .key(QUEUE)
+            .arg(ms(self.retention.cache))
+            .arg(ms(self.retention.error))
+            .arg(wire::HISTORY_LEN)
+            .arg(now_unix())
+            .arg(ms(self.retention.marker))
+            .arg(ms(self.retention.retry));
+        for f in done {
+            let (kind, payload) = match &f.outcome {
+                Outcome::Entry(entry) => ("1", entry.as_slice()),
+                Outcome::Error(error) => ("0", error.as_slice()),
+                Outcome::Discard => ("x", &[][..]),
+            };
+            invocation
+                .arg(&f.taken.raw)
+                .arg(&f.taken.lease_id)
+                .arg(&f.full_path)
+                .arg(kind)
+                .arg(payload)
+                .arg(f.run.as_slice())
+                .arg(f.summary.as_slice());
+        }
+        on_conn!(self.pool, |c| invocation.invoke_async::<()>(c).await)
+    }
+
+    /// The overview of up to [`OVERVIEW_CHUNK`] paths, in one pipelined round trip.
+    async fn overview_chunk(&self, full_paths: &[String]) -> StoreResult<Vec<DebugView>> {
+        let mut pipe = redis::pipe();
+        for fp in full_paths {
+            pipe.cmd("GET").arg(fp);
+            pipe.cmd("GET").arg(wire::error_key(fp));
+            pipe.cmd("HGETALL").arg(wire::marker_key(fp));
+            pipe.cmd("GET").arg(wire::run_key(fp));
+            pipe.cmd("LRANGE")
+                .arg(wire::history_key(fp))
+                .arg(0)
+                .arg(wire::HISTORY_LEN - 1);
+            pipe.cmd("PTTL").arg(wire::reload_key(fp));
+        }
+        let rows: Vec<replies::OverviewRow> = on_conn!(self.pool, |c| pipe.query_async(c).await)?;
+        Ok(rows.into_iter().map(replies::debug_view).collect())
+    }
+}
+
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get_entry(&self, full_path: &str) -> StoreResult<Option<Bytes>> {
+        let value: Option<Vec<u8>> = on_conn!(self.pool, |c| redis::cmd("GET")
+            .arg(full_path)
+            .query_async(c)
+            .await)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn debug_view(&self, full_path: &str) -> StoreResult<DebugView> {
+        Ok(self
+            .overview(&[full_path.to_string()])
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    async fn overview(&self, full_paths: &[String]) -> StoreResult<Vec<DebugView>> {
+        let mut views = Vec::with_capacity(full_paths.len());
+        for chunk in full_paths.chunks(OVERVIEW_CHUNK) {
+            views.extend(self.overview_chunk(chunk).await?);
+        }
+        Ok(views)
+    }
+
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
+        let invocation = self.push_invocation(&self.scripts.enqueue, job);
+        let pushed: i64 = on_conn!(self.pool, |c| invocation.invoke_async(c).await)?;
+        Ok(pushed == 1)
+    }
+
+    async fn reload(
+        &self,
+        job: &NewJob,
+        cooldown: Duration,
+    ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
+        let mut invocation = self.push_invocation(&self.scripts.reload, job);
+        invocation.key(PROCESSING);
+        // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
+        invocation.arg(cooldown.as_millis().min(u64::MAX as u128) as u64);
+        let answer: Vec<i64> = on_conn!(self.pool, |c| invocation.invoke_async(c).await)?;
+        replies::reload(&answer)
+    }
+
+    async fn take(&self, worker_id: &str, max: usize, wait: Duration) -> StoreResult<Vec<Taken>> {
+        // First whatever is there, in one round trip; block only when the queue is empty.
+        let flat: Vec<Value> = on_conn!(self.pool, |c| {
+            self.scripts
+                .take
+                .key(QUEUE)
+                .key(PROCESSING)
+                .arg(max.max(1))
+                .arg(worker_id)
+                .arg(now_unix())
+                .arg(ms(self.retention.lease))
+                .arg(ms(self.retention.marker))
+                .invoke_async(c)
+                .await
+        })?;
+        if flat.is_empty() {
+            return self.take_blocking(worker_id, wait).await;
+        }
+        replies::taken(&flat)
+    }
+
+    async fn heartbeat(&self, running: &[Taken]) -> StoreResult<usize> {
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.scripts.heartbeat.key(PROCESSING);
+        invocation
+            .arg(ms(self.retention.lease))
+            .arg(ms(self.retention.marker));
+        for t in running {
+            invocation.arg(&t.raw);
+        }
+        on_conn!(self.pool, |c| invocation.invoke_async(c).await)
+    }
+
+    async fn finish(&self, done: &[Finished]) -> StoreResult<()> {
+        // Nothing over the limit is sent: Redis would refuse it at best and drop the
+        // shared connection at worst.
+        for (i, f) in done.iter().enumerate() {
+            check_value_sizes(i, f, self.max_value_bytes)?;
+        }
+        let mut rest = done;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && (n == 0 || bytes + value_bytes(&rest[n]) <= FINISH_CALL_BYTES) {
+                bytes += value_bytes(&rest[n]);
+                n += 1;
+            }
+            let (call, later) = rest.split_at(n);
+            self.finish_call(call).await?;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    async fn hand_back(&self, taken: &[Taken]) -> StoreResult<()> {
+        for t in taken {
+            on_conn!(self.pool, |c| {
+                self.scripts
+                    .hand_back
+                    .key(QUEUE)
+                    .key(PROCESSING)
+                    .arg(&t.raw)
+                    .arg(&t.lease_id)
+                    .arg(now_unix())
+                    .invoke_async::<()>(c)
+                    .await
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn orphans(&self) -> StoreResult<Vec<String>> {
+        on_conn!(self.pool, |c| self
+            .scripts
+            .orphans
+            .key(PROCESSING)
+            .invoke_async(c)
+            .await)
+    }
+
+    async fn requeue(&self, raw: &str) -> StoreResult<bool> {
+        let moved: i64 = on_conn!(self.pool, |c| {
+            self.scripts
+                .requeue
+                .key(QUEUE)
+                .key(PROCESSING)
+                .arg(raw)
+                .arg(now_unix())
+                .invoke_async(c)
+                .await
+        })?;
+        Ok(moved == 1)
+    }
+
+    async fn queue_lengths(&self) -> StoreResult<(u64, u64)> {
+        on_conn!(self.pool, |c| {
+            redis::pipe()
+                .cmd("LLEN")
+                .arg(QUEUE)
+                .cmd("LLEN")
+                .arg(PROCESSING)
+                .query_async(c)
+                .await
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        on_conn!(self.pool, |c| redis::cmd("PING").query_async::<()>(c).await)
+    }
+}

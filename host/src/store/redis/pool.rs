@@ -1,0 +1,293 @@
+//! The Redis store's connections, and the outage gate in front of them.
+//!
+//! Two kinds of connections, because one blocking read would stall everything
+//! multiplexed behind it:
+//!
+//! - a bb8 pool of multiplexed connections for every ordinary command, each with a
+//!   response timeout, so a Redis outage turns into a quick error, never a hang (the
+//!   pool connects and replaces broken connections; callers share a few of them, see
+//!   [`Pool::conn`]);
+//! - for [`Store::take`](crate::store::Store::take)'s blocking `BLMOVE`, connections of
+//!   their own whose response timeout is longer than the block
+//!   ([`Pool::blocking_conn`]).
+//!
+//! While Redis is unreachable, the gate lets one caller at a time try to connect and
+//! fails the others at once: an outage then costs a request microseconds, not the
+//! connect timeout.
+
+use crate::store::{StoreError, StoreResult, lock};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs `$body` with `$c` bound to a connection of `$pool` (a [`Pool`]), marking the
+/// connection broken when the command failed at the connection level, and converts the
+/// result into a [`StoreResult`] (see [`PooledConn::check`]). A macro, not a method
+/// taking a closure: the body is an `async` block borrowing the connection, and the
+/// future must stay `Send` for the [`Store`](crate::store::Store) trait.
+macro_rules! on_conn {
+    ($pool:expr, |$c:ident| $body:expr) => {{
+        let mut pooled = $pool.conn().await?;
+        let $c = &mut pooled.conn;
+        let result = $body;
+        pooled.check(result)
+    }};
+}
+pub(super) use on_conn;
+
+/// A pooled connection that remembers whether it failed at the connection level.
+/// Cloning shares the connection (redis-rs multiplexes the clones' commands on it).
+#[derive(Clone)]
+pub struct PooledConn {
+    pub(super) conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl PooledConn {
+    /// Converts a command's result, marking the connection broken when the command
+    /// failed at the connection level (bb8 then replaces it). Redis refusing the
+    /// command itself is [`StoreError::Refused`], anything else `Unavailable`.
+    pub(super) fn check<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
+        if let Err(e) = &result
+            && is_connection_error(e)
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result.map_err(|e| {
+            if is_refusal(&e) {
+                StoreError::Refused {
+                    reason: format!("Redis answered: {e}"),
+                    item: None,
+                }
+            } else {
+                unavailable(e)
+            }
+        })
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection-level failure: the connection is no good any more (unlike a command
+/// Redis answered with an error, after which it still is).
+pub(super) fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+}
+
+/// Redis answered, and refused this very command: a script error (`ERR`), an aborted
+/// script, or out of memory (`OOM`, past `maxmemory` with nothing it may evict). Not a
+/// failover or a busy server (`LOADING`, `READONLY`, `MASTERDOWN`, `TRYAGAIN`, `BUSY`),
+/// which pass, nor a missing permission, which an operator fixes: those stay
+/// `Unavailable`, and a worker retries them.
+fn is_refusal(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => true,
+        ErrorKind::Extension => e.code() == Some("OOM"),
+        _ => false,
+    }
+}
+
+pub(super) fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// bb8's manager for [`PooledConn`]. bb8-redis's own manager never reports a broken
+/// connection, so after a Redis restart the pool would hand out dead connections for
+/// ever; this one drops a connection once a command on it failed at the connection
+/// level, and bb8 replaces it.
+struct Manager {
+    client: Client,
+    config: AsyncConnectionConfig,
+    /// Why the last connection attempt failed (wrong password, untrusted certificate,
+    /// refused): bb8 only reports "timed out" to the caller, and an operator looking at
+    /// `/readyz` needs the cause.
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PooledConn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<PooledConn, RedisError> {
+        let connected = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await;
+        *lock(&self.last_error) = connected.as_ref().err().map(|e| e.to_string());
+        Ok(PooledConn {
+            conn: connected?,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PooledConn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut PooledConn) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// bb8 reports connection failures here; the default sink drops them silently.
+#[derive(Debug, Clone, Copy)]
+struct LogSink;
+
+impl bb8::ErrorSink<RedisError> for LogSink {
+    fn sink(&self, error: RedisError) {
+        tracing::warn!("redis connection failed: {error}");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(*self)
+    }
+}
+
+/// Every connection of one [`RedisStore`](super::RedisStore).
+pub(super) struct Pool {
+    client: Client,
+    pool: bb8::Pool<Manager>,
+    /// Connections in use, shared by every caller: taking one is a clone, not a pool
+    /// checkout (no lock wait, no timer per command), and concurrent commands on one
+    /// connection are pipelined, which is what keeps Redis's own CPU per request low.
+    /// A slot whose connection broke is refilled from the pool.
+    slots: Vec<Mutex<Option<PooledConn>>>,
+    next_slot: AtomicUsize,
+    /// The outage gate. Set when getting a connection failed: Redis is unreachable.
+    /// Until a connection works again, one caller at a time (holding `probe`) tries;
+    /// the others fail at once.
+    down: AtomicBool,
+    probe: tokio::sync::Mutex<()>,
+    /// Idle connections for blocking reads, reused between takes.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Connect and response timeout, and the longest wait for a pooled connection.
+    timeout: Duration,
+    /// Shared with the pool's [`Manager`].
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Pool {
+    /// `size` shared connections to `client`, none of them opened yet: a server or
+    /// worker starts while Redis is down and serves 503s (or waits) until it is back.
+    pub(super) fn new(client: Client, timeout: Duration, size: u32) -> Pool {
+        let size = size.max(1);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let last_error = Arc::new(Mutex::new(None));
+        let pool = bb8::Pool::builder()
+            .max_size(size)
+            .connection_timeout(timeout)
+            // A PING per checkout would double every request's round trips; broken
+            // connections are found by `has_broken` instead.
+            .test_on_check_out(false)
+            // The slots hold clones of pooled connections; bb8 must not close them
+            // for being idle in the pool.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .error_sink(Box::new(LogSink))
+            .build_unchecked(Manager {
+                client: client.clone(),
+                config,
+                last_error: last_error.clone(),
+            });
+        Pool {
+            client,
+            pool,
+            slots: (0..size).map(|_| Mutex::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            probe: tokio::sync::Mutex::new(()),
+            blocking: Mutex::new(Vec::new()),
+            timeout,
+            last_error,
+        }
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `": <why the last connection attempt failed>"`, or nothing.
+    fn last_cause(&self) -> String {
+        lock(&self.last_error)
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    }
+
+    /// A connection for one command: a slot's shared connection, refilled from the
+    /// pool (connecting if need be, waiting at most the timeout) when it broke.
+    pub(super) async fn conn(&self) -> StoreResult<PooledConn> {
+        let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let shared = lock(slot).as_ref().filter(|c| !c.is_broken()).cloned();
+        if let Some(conn) = shared {
+            return Ok(conn);
+        }
+        let _probing = self.pass_gate()?;
+        let pooled = self.pool.get().await.map_err(|e| {
+            self.down.store(true, Ordering::Relaxed);
+            match e {
+                bb8::RunError::User(e) => unavailable(e),
+                bb8::RunError::TimedOut => StoreError::Unavailable(format!(
+                    "no Redis connection within {}{}",
+                    crate::units::format_duration(self.timeout),
+                    self.last_cause()
+                )),
+            }
+        })?;
+        self.down.store(false, Ordering::Relaxed);
+        let conn = (*pooled).clone();
+        *lock(slot) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The outage gate: while Redis is down, the one caller that may try to connect
+    /// gets the probe's guard (held until its attempt ends), the others an error at
+    /// once. While Redis is up, everyone passes (`None`).
+    fn pass_gate(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        if !self.down.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match self.probe.try_lock() {
+            Ok(guard) => Ok(Some(guard)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "Redis is unreachable (reconnecting){}",
+                self.last_cause()
+            ))),
+        }
+    }
+
+    /// A connection of its own for a command blocking up to `wait`: an idle one, or a
+    /// new one whose response timeout outlasts the block.
+    pub(super) async fn blocking_conn(&self, wait: Duration) -> StoreResult<MultiplexedConnection> {
+        let idle = lock(&self.blocking).pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(wait + self.timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Keeps a blocking connection for the next take, unless its command failed at the
+    /// connection level (then it is dropped).
+    pub(super) fn keep_blocking<T>(
+        &self,
+        conn: MultiplexedConnection,
+        result: &Result<T, RedisError>,
+    ) {
+        match result {
+            Err(e) if is_connection_error(e) => {}
+            _ => lock(&self.blocking).push(conn),
+        }
+    }
+}
