@@ -38,7 +38,12 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     rust_files(&src, &mut files);
     let top = |p: &Path| -> String {
         let rel = p.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         first.trim_end_matches(".rs").to_string()
     };
     let modules: BTreeSet<String> = files.iter().map(|p| top(p)).collect();
@@ -86,13 +91,19 @@ fn cycle_from(deps: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<
 #[test]
 fn top_level_modules_depend_one_way() {
     let deps = dependencies();
-    assert!(deps.contains_key("server") && deps.contains_key("worker"), "{deps:?}");
+    assert!(
+        deps.contains_key("server") && deps.contains_key("worker"),
+        "{deps:?}"
+    );
     let cycles: Vec<String> = deps
         .keys()
         .filter_map(|m| cycle_from(&deps, m))
         .map(|c| c.join(" -> "))
         .collect();
-    assert!(cycles.is_empty(), "import cycles: {cycles:#?}\nall: {deps:#?}");
+    assert!(
+        cycles.is_empty(),
+        "import cycles: {cycles:#?}\nall: {deps:#?}"
+    );
 }
 
 #[test]

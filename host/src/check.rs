@@ -4,17 +4,48 @@
 //! One line per run with targets, groups, time and fuel; failures print their error
 //! type, message, traceback and the guest's log. Exit status 0 only when every run
 //! succeeded, so CI can gate a deploy of the targets directory on it.
+//!
+//! The command line sits above this module: `cli::commands::check` turns the flags
+//! into [`CheckOptions`] and runs [`run`] on the process's one runtime helper. This
+//! module knows nothing of clap or of runtimes.
 
-use crate::cli::{CheckArgs, OutputFormat};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::targets::run::{failed_report, run_one};
 use crate::targets::{GeneratorFile, GeneratorKind, GeneratorReport, TargetPath, TargetTree};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// What to check and how to report it.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The target directory.
+    pub dir: PathBuf,
+    /// Only the generators under this request path ("" for all).
+    pub path: String,
+    /// Query parameters for every `.wasm` generator; empty: each generator's own check
+    /// parameters.
+    pub params: Vec<(String, String)>,
+    /// Text for people, JSON for CI; also how a setup error before any run is printed.
+    pub format: OutputFormat,
+    /// Also print the guest's log lines of successful runs.
+    pub verbose: bool,
+    /// The sandbox and its default limits.
+    pub runtime: RuntimeConfig,
+}
+
+/// How the reports are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One line per run, then a summary line.
+    Text,
+    /// One JSON document, for CI.
+    Json,
+}
+
 /// The whole `check` command; returns the process exit code.
-pub async fn run(args: CheckArgs) -> ExitCode {
+pub async fn run(args: CheckOptions) -> ExitCode {
     match check(&args).await {
         Ok(reports) => {
             let failed = reports.iter().filter(|r| r.error.is_some()).count();
@@ -45,7 +76,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
 }
 
 /// Runs the checks and returns one report per run, in generator order.
-pub async fn check(args: &CheckArgs) -> Result<Vec<GeneratorReport>, String> {
+pub async fn check(args: &CheckOptions) -> Result<Vec<GeneratorReport>, String> {
     let tree = TargetTree::open(&args.dir)
         .map_err(|e| format!("cannot open target directory {}: {e}", args.dir.display()))?;
     let path = TargetPath::parse(&args.path).map_err(|e| format!("--path {:?}: {e}", args.path))?;
@@ -59,7 +90,7 @@ pub async fn check(args: &CheckArgs) -> Result<Vec<GeneratorReport>, String> {
         ));
     }
     let runtime = Arc::new(
-        Runtime::new(args.runtime.config())
+        Runtime::new(args.runtime.clone())
             .map_err(|e| format!("cannot start the sandbox: {e:#}"))?,
     );
 

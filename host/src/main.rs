@@ -17,19 +17,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => block_on(args.http.threads, commands::server(args)),
         Command::Serve(args) => block_on(args.http.threads, commands::serve(args)),
         Command::Worker(args) => block_on(0, commands::worker(args)),
-        Command::Check(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("httpsd: cannot start the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(httpsd::check::run(args))
-        }
+        Command::Check(args) => block_on(0, commands::check(args)),
         Command::New(args) => commands::new(&args),
         Command::CompileComponent(args) => args.run(),
     }

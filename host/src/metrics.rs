@@ -9,22 +9,46 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LockResult, Mutex, OnceLock, PoisonError};
+
+/// The guard of a lock, whether or not a thread panicked while holding it.
+///
+/// The one way the server, the workers and the metrics treat a poisoned lock: carry on
+/// with what it holds. Everything behind these locks (memos of metric handles and
+/// prepared requests, the local cache, the jobs in flight) is a cache or a ledger
+/// whose every update is a single map operation, so a panic elsewhere cannot leave it
+/// half-changed; refusing it (a panic in turn) or skipping it (a memo that silently
+/// stops working) would turn one failed request into a broken process.
+///
+/// It lives here because this is the leaf module both `server` and `worker` already
+/// use; neither should depend on the other for it.
+pub fn unpoison<G>(result: LockResult<G>) -> G {
+    result.unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One generator's metric handles, looked up once: a worker records five metrics per
 /// generator per job, and a label lookup hashes and locks each time.
 pub struct GeneratorMetrics {
+    /// Successful runs (`httpsd_generator_runs_total{status="success"}`).
     pub success: IntCounter,
+    /// Time of a whole run.
     pub duration: Histogram,
+    /// Time to instantiate the component.
     pub instantiate: Histogram,
+    /// Targets of the last successful run.
     pub targets: IntGauge,
+    /// Fuel used.
     pub fuel: IntCounter,
+    /// Runs stopped by the fuel or wall-clock limit.
     pub timeouts: IntCounter,
     /// What runs cost the host: CPU (the guest's and the host's work for it), the
     /// last run's guest memory, log lines dropped, outbound HTTP requests.
     pub cpu: Counter,
+    /// See `cpu`.
     pub memory_peak: IntGauge,
+    /// See `cpu`.
     pub log_dropped: IntCounter,
+    /// See `cpu`.
     pub http_requests: IntCounter,
 }
 
@@ -44,13 +68,18 @@ pub struct MemoryStoreMetrics {
 /// Most generators whose handles are remembered; past that the memo starts over.
 const MAX_REMEMBERED_GENERATORS: usize = 10_000;
 
+/// Every metric of the process, registered in its own registry; the families are
+/// public so callers record with `with_label_values` (or the memoised handles of
+/// [`Metrics::generator`] on the worker's per-run path).
 pub struct Metrics {
     registry: Registry,
     generators: Mutex<HashMap<String, Arc<GeneratorMetrics>>>,
     /// `{path, status, l1_dir, l2_dir}`; status: success, fail, cache-not-exist,
     /// cache-expired.
     pub path_requests: IntCounterVec,
+    /// `{path}`: time to answer a target path request.
     pub path_request_duration: HistogramVec,
+    /// `{path}`: targets in the last generated answer of a path.
     pub path_last_generated_targets: IntGaugeVec,
     /// `{operation}`: hit, miss, expired.
     pub cache_operations: IntCounterVec,
@@ -63,14 +92,24 @@ pub struct Metrics {
     pub queue_jobs: IntGaugeVec,
     /// `{generator, status}`: success or the error type.
     pub generator_runs: IntCounterVec,
+    /// `{generator}`: time of one run. This and the families below are labelled by
+    /// generator; record through [`Metrics::generator`].
     pub generator_duration: HistogramVec,
+    /// `{generator}`: time to instantiate the component.
     pub generator_instantiate: HistogramVec,
+    /// `{generator}`: targets of the last successful run.
     pub generator_targets: IntGaugeVec,
+    /// `{generator}`: fuel used.
     pub generator_fuel: IntCounterVec,
+    /// `{generator}`: runs stopped by the fuel or wall-clock limit.
     pub generator_timeouts: IntCounterVec,
+    /// `{generator}`: CPU seconds of its runs on this host.
     pub generator_cpu: CounterVec,
+    /// `{generator}`: linear memory of the last run at its peak.
     pub generator_memory_peak: IntGaugeVec,
+    /// `{generator}`: log lines dropped past the run's log budget.
     pub generator_log_dropped: IntCounterVec,
+    /// `{generator}`: outbound HTTP requests made.
     pub generator_http_requests: IntCounterVec,
     /// `{reason}`: refresh-ahead, generator-changed, reload, miss, expired.
     pub jobs_enqueued: IntCounterVec,
@@ -87,6 +126,14 @@ fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .register(Box::new(g.clone()))
         .expect("unique metric");
     g
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -128,143 +175,226 @@ fn histogram(
     h
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let r = Registry::new();
-        let request_buckets = vec![
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        ];
-        let run_buckets = vec![
-            0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ];
-        Metrics {
+/// Buckets of `httpsd_path_request_duration_seconds`: a hit is answered in well under a
+/// millisecond, a miss that waits for the worker in up to a second.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Buckets of generator run and instantiate times: from a static file to a generator
+/// that sleeps into its timeout.
+const RUN_BUCKETS: &[f64] = &[
+    0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The server's families: requests for target paths and their cache lookups.
+struct RequestFamilies {
+    path_requests: IntCounterVec,
+    path_request_duration: HistogramVec,
+    path_last_generated_targets: IntGaugeVec,
+    cache_operations: IntCounterVec,
+    local_cache_hits: IntCounter,
+}
+
+impl RequestFamilies {
+    fn register(r: &Registry) -> RequestFamilies {
+        RequestFamilies {
             path_requests: counter(
-                &r,
+                r,
                 "httpsd_path_requests_total",
                 "Requests for target paths, by answer.",
                 &["path", "status", "l1_dir", "l2_dir"],
             ),
             path_request_duration: histogram(
-                &r,
+                r,
                 "httpsd_path_request_duration_seconds",
                 "Time to answer a target path request.",
                 &["path"],
-                request_buckets,
+                REQUEST_BUCKETS.to_vec(),
             ),
             path_last_generated_targets: gauge(
-                &r,
+                r,
                 "httpsd_path_last_generated_targets",
                 "Targets in the last generated answer of a path.",
                 &["path"],
             ),
             cache_operations: counter(
-                &r,
+                r,
                 "httpsd_cache_operations_total",
                 "Cache lookups, by outcome.",
                 &["operation"],
             ),
-            local_cache_hits: {
-                let c = IntCounter::new(
-                    "httpsd_local_cache_hits_total",
-                    "Cache lookups answered from the server's local cache (--local-cache), without Redis.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            local_cache_hits: plain_counter(
+                r,
+                "httpsd_local_cache_hits_total",
+                "Cache lookups answered from the server's local cache (--local-cache), without Redis.",
+            ),
+        }
+    }
+}
+
+/// The queue's families: jobs enqueued, run, requeued and waiting, and the store
+/// failures on the way.
+struct JobFamilies {
+    jobs_processed: IntCounterVec,
+    queue_jobs: IntGaugeVec,
+    jobs_enqueued: IntCounterVec,
+    jobs_requeued: IntCounterVec,
+    store_errors: IntCounterVec,
+}
+
+impl JobFamilies {
+    fn register(r: &Registry) -> JobFamilies {
+        JobFamilies {
             jobs_processed: counter(
-                &r,
+                r,
                 "httpsd_redis_worker_jobs_processed_total",
                 "Jobs run by workers, by outcome.",
                 &["worker_id", "status"],
             ),
             queue_jobs: gauge(
-                &r,
+                r,
                 "httpsd_update_queue_jobs",
                 "Jobs in the queue (pending) and being run (processing).",
                 &["status"],
             ),
-            generator_runs: counter(
-                &r,
-                "httpsd_generator_runs_total",
-                "Generator runs, by outcome (success or the error type).",
-                &["generator", "status"],
-            ),
-            generator_duration: histogram(
-                &r,
-                "httpsd_generator_run_duration_seconds",
-                "Time of one generator run (load, instantiate, call, validate).",
-                &["generator"],
-                run_buckets.clone(),
-            ),
-            generator_instantiate: histogram(
-                &r,
-                "httpsd_generator_instantiate_seconds",
-                "Time to instantiate a generator component.",
-                &["generator"],
-                run_buckets,
-            ),
-            generator_targets: gauge(
-                &r,
-                "httpsd_generator_last_targets",
-                "Targets returned by a generator's last successful run.",
-                &["generator"],
-            ),
-            generator_fuel: counter(
-                &r,
-                "httpsd_generator_fuel_consumed_total",
-                "Fuel (about one unit per wasm instruction) used by a generator.",
-                &["generator"],
-            ),
-            generator_timeouts: counter(
-                &r,
-                "httpsd_generator_timeouts_total",
-                "Generator runs stopped by the fuel or wall-clock limit.",
-                &["generator"],
-            ),
-            generator_cpu: float_counter(
-                &r,
-                "httpsd_generator_cpu_seconds_total",
-                "CPU time of a generator's runs on this host: the guest and the host's work for it (lifting, validating, rendering a traceback), without loading the component.",
-                &["generator"],
-            ),
-            generator_memory_peak: gauge(
-                &r,
-                "httpsd_generator_memory_peak_bytes",
-                "Linear memory a generator's last run held at its peak.",
-                &["generator"],
-            ),
-            generator_log_dropped: counter(
-                &r,
-                "httpsd_generator_log_lines_dropped_total",
-                "Guest log and stdout/stderr lines dropped past the run's max_log_bytes.",
-                &["generator"],
-            ),
-            generator_http_requests: counter(
-                &r,
-                "httpsd_generator_http_requests_total",
-                "Outbound HTTP requests a generator's runs made (refused ones included).",
-                &["generator"],
-            ),
             jobs_enqueued: counter(
-                &r,
+                r,
                 "httpsd_jobs_enqueued_total",
                 "Jobs enqueued by this server, by reason.",
                 &["reason"],
             ),
             jobs_requeued: counter(
-                &r,
+                r,
                 "httpsd_jobs_requeued_total",
                 "Orphaned jobs moved back to the queue by this worker's reaper.",
                 &["worker_id"],
             ),
             store_errors: counter(
-                &r,
+                r,
                 "httpsd_store_errors_total",
                 "Failed store operations.",
                 &["operation"],
             ),
-            registry: r,
+        }
+    }
+}
+
+/// The per-generator families, all labelled `{generator}` (runs also `{status}`).
+struct GeneratorFamilies {
+    runs: IntCounterVec,
+    duration: HistogramVec,
+    instantiate: HistogramVec,
+    targets: IntGaugeVec,
+    fuel: IntCounterVec,
+    timeouts: IntCounterVec,
+    cpu: CounterVec,
+    memory_peak: IntGaugeVec,
+    log_dropped: IntCounterVec,
+    http_requests: IntCounterVec,
+}
+
+impl GeneratorFamilies {
+    fn register(r: &Registry) -> GeneratorFamilies {
+        let g = &["generator"];
+        GeneratorFamilies {
+            runs: counter(
+                r,
+                "httpsd_generator_runs_total",
+                "Generator runs, by outcome (success or the error type).",
+                &["generator", "status"],
+            ),
+            duration: histogram(
+                r,
+                "httpsd_generator_run_duration_seconds",
+                "Time of one generator run (load, instantiate, call, validate).",
+                g,
+                RUN_BUCKETS.to_vec(),
+            ),
+            instantiate: histogram(
+                r,
+                "httpsd_generator_instantiate_seconds",
+                "Time to instantiate a generator component.",
+                g,
+                RUN_BUCKETS.to_vec(),
+            ),
+            targets: gauge(
+                r,
+                "httpsd_generator_last_targets",
+                "Targets returned by a generator's last successful run.",
+                g,
+            ),
+            fuel: counter(
+                r,
+                "httpsd_generator_fuel_consumed_total",
+                "Fuel (about one unit per wasm instruction) used by a generator.",
+                g,
+            ),
+            timeouts: counter(
+                r,
+                "httpsd_generator_timeouts_total",
+                "Generator runs stopped by the fuel or wall-clock limit.",
+                g,
+            ),
+            cpu: float_counter(
+                r,
+                "httpsd_generator_cpu_seconds_total",
+                "CPU time of a generator's runs on this host: the guest and the host's work for it (lifting, validating, rendering a traceback), without loading the component.",
+                g,
+            ),
+            memory_peak: gauge(
+                r,
+                "httpsd_generator_memory_peak_bytes",
+                "Linear memory a generator's last run held at its peak.",
+                g,
+            ),
+            log_dropped: counter(
+                r,
+                "httpsd_generator_log_lines_dropped_total",
+                "Guest log and stdout/stderr lines dropped past the run's max_log_bytes.",
+                g,
+            ),
+            http_requests: counter(
+                r,
+                "httpsd_generator_http_requests_total",
+                "Outbound HTTP requests a generator's runs made (refused ones included).",
+                g,
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry with every family of the server and the workers. The families are
+    /// registered in groups (`RequestFamilies`, `JobFamilies`, `GeneratorFamilies`);
+    /// the exposition sorts them by name, so the grouping does not show in `/metrics`.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = RequestFamilies::register(&registry);
+        let jobs = JobFamilies::register(&registry);
+        let generators = GeneratorFamilies::register(&registry);
+        Metrics {
+            path_requests: requests.path_requests,
+            path_request_duration: requests.path_request_duration,
+            path_last_generated_targets: requests.path_last_generated_targets,
+            cache_operations: requests.cache_operations,
+            local_cache_hits: requests.local_cache_hits,
+            jobs_processed: jobs.jobs_processed,
+            queue_jobs: jobs.queue_jobs,
+            jobs_enqueued: jobs.jobs_enqueued,
+            jobs_requeued: jobs.jobs_requeued,
+            store_errors: jobs.store_errors,
+            generator_runs: generators.runs,
+            generator_duration: generators.duration,
+            generator_instantiate: generators.instantiate,
+            generator_targets: generators.targets,
+            generator_fuel: generators.fuel,
+            generator_timeouts: generators.timeouts,
+            generator_cpu: generators.cpu,
+            generator_memory_peak: generators.memory_peak,
+            generator_log_dropped: generators.log_dropped,
+            generator_http_requests: generators.http_requests,
+            registry,
             generators: Mutex::new(HashMap::new()),
             memory_store: OnceLock::new(),
         }
@@ -296,7 +426,7 @@ impl Metrics {
 
     /// The handles of generator `name` (its path relative to the root).
     pub fn generator(&self, name: &str) -> Arc<GeneratorMetrics> {
-        let mut memo = self.generators.lock().unwrap_or_else(|p| p.into_inner());
+        let mut memo = unpoison(self.generators.lock());
         if let Some(found) = memo.get(name) {
             return found.clone();
         }

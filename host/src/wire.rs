@@ -144,7 +144,7 @@ impl TargetRequest {
             .filter(|r| r.is_empty() || r.starts_with('/'))
             .ok_or_else(|| format!("full_path {full_path:?} does not start with /targets"))?;
         let path = TargetPath::parse(rest).map_err(|e| format!("{full_path:?}: {e}"))?;
-        Ok(TargetRequest::new(path, crate::runtime::parse_query(query)))
+        Ok(TargetRequest::new(path, crate::query::parse(query)))
     }
 
     /// The job that regenerates this request.

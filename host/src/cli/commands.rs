@@ -1,10 +1,12 @@
-//! Wiring for `httpsd server`, `httpsd worker` and `httpsd serve`: which store, which
-//! parts, and how they stop.
+//! Wiring for `httpsd server`, `httpsd worker`, `httpsd serve` and `httpsd check`:
+//! which store, which parts, how they stop, and the one runtime they run on
+//! ([`block_on`]).
 //!
 //! SIGTERM and SIGINT stop every command gracefully: the server finishes the requests
 //! in flight, workers stop taking jobs and drain (see [`crate::worker::pool`]).
 
-use super::{ServeArgs, ServerArgs, WorkerArgs};
+use super::{CheckArgs, OutputFormat, ServeArgs, ServerArgs, WorkerArgs};
+use crate::check;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::server::{self, App};
@@ -17,7 +19,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Runs `main` on a tokio runtime with at most `threads` worker threads and at most one
-/// per core (0: one per core).
+/// per core (0: one per core), and turns what it returns into the exit status. The one
+/// place a command's runtime is built.
 ///
 /// The seed's `--threads 64` sized a pool of blocking request threads. An async runtime
 /// serves any number of requests with one thread per core, and threads beyond that
@@ -26,7 +29,8 @@ use tokio::sync::watch;
 /// count still works.
 pub fn block_on<F>(threads: usize, main: F) -> ExitCode
 where
-    F: std::future::Future<Output = anyhow::Result<()>>,
+    F: std::future::Future,
+    F::Output: CommandOutcome,
 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = runtime_threads(threads, cores);
@@ -39,14 +43,51 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("httpsd: {e:#}");
-            ExitCode::FAILURE
+    // Reported while the runtime is still up, as before it is dropped.
+    runtime.block_on(main).exit_code()
+}
+
+/// What a command returns, as an exit status.
+pub trait CommandOutcome {
+    /// The status the process exits with, after reporting a failure if there was one.
+    fn exit_code(self) -> ExitCode;
+}
+
+/// `server`, `worker`, `serve`: an error is logged and printed.
+impl CommandOutcome for anyhow::Result<()> {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("httpsd: {e:#}");
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// `check`: it has printed its report and chosen its status itself.
+impl CommandOutcome for ExitCode {
+    fn exit_code(self) -> ExitCode {
+        self
+    }
+}
+
+/// `httpsd check DIR`: the flags as [`check::CheckOptions`], then [`check::run`].
+pub async fn check(args: CheckArgs) -> ExitCode {
+    let options = check::CheckOptions {
+        dir: args.dir,
+        path: args.path,
+        params: args.params,
+        format: match args.format {
+            OutputFormat::Text => check::OutputFormat::Text,
+            OutputFormat::Json => check::OutputFormat::Json,
+        },
+        verbose: args.verbose,
+        runtime: args.runtime.config(),
+    };
+    check::run(options).await
 }
 
 /// Resolves on SIGTERM or SIGINT.

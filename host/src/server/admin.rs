@@ -10,6 +10,7 @@
 use super::App;
 use crate::clock::now_unix;
 use crate::store::{DebugView, JobState, Store};
+use crate::targets::TargetPath;
 use crate::units::{format_duration, format_size};
 use crate::wire::{EntryView, TargetRequest};
 use axum::extract::{Query, State};
@@ -35,6 +36,8 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#2
     form.reload{display:inline;margin:0}details table{width:auto;margin:.4em 0}\
     summary{cursor:pointer;color:#555}.muted{color:#888}.nav a{margin-right:1em}";
 
+/// `GET /` (or the URL prefix): the page of paths the `filter` and `page` query
+/// parameters select.
 pub async fn page<S: Store>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<HashMap<String, String>>,
@@ -58,32 +61,87 @@ pub async fn page<S: Store>(
                 .into_response();
         }
     };
-    let matching: Vec<_> = paths
-        .into_iter()
-        .filter(|p| filter.is_empty() || p.as_slash_path().contains(&filter))
-        .collect();
-    let total = matching.len();
-    let pages = total.div_ceil(PAGE).max(1);
-    let page = page.min(pages - 1);
-    let shown: Vec<TargetRequest> = matching
-        .into_iter()
-        .skip(page * PAGE)
-        .take(PAGE)
-        .map(|p| TargetRequest::new(p, Vec::new()))
-        .collect();
-    let full_paths: Vec<String> = shown.iter().map(|r| r.full_path.clone()).collect();
-    let (views, store_error) = match app.store.overview(&full_paths).await {
-        Ok(v) => (v, None),
-        Err(e) => (vec![DebugView::default(); shown.len()], Some(e.to_string())),
-    };
-
-    let prefix = &app.config.url_prefix;
+    let selection = Selection::of(paths, &filter, page);
+    let (views, store_error) = read_views(&*app.store, &selection.shown).await;
     let now = now_unix();
     let rows: Vec<Row> = views
         .iter()
         .map(|v| Row::of(v, now, app.config.cache_seconds))
         .collect();
-    let mut html = String::with_capacity(4096 + shown.len() * 1024);
+    let mut html = String::with_capacity(4096 + selection.shown.len() * 1024);
+    write_header(&mut html, &app, &selection, store_error.as_deref());
+    write_filter(&mut html, &filter, &rows);
+    html.push_str(
+        "<table id=\"paths\"><tr><th>path</th><th>state</th><th>age</th><th>last run</th>\
+         <th>targets</th><th>last error</th><th></th></tr>",
+    );
+    let prefix = &app.config.url_prefix;
+    for ((req, view), row) in selection.shown.iter().zip(&views).zip(&rows) {
+        write_row(&mut html, prefix, req, view, row, now);
+    }
+    html.push_str("</table>");
+    write_pager(&mut html, &filter, selection.page, selection.pages);
+    html.push_str("</body></html>");
+    Html(html).into_response()
+}
+
+/// The paths matching the filter, and the page of them shown.
+struct Selection {
+    filter: String,
+    /// Paths matching the filter, on all pages.
+    total: usize,
+    page: usize,
+    pages: usize,
+    shown: Vec<TargetRequest>,
+}
+
+impl Selection {
+    /// `page` (from 0) of the paths containing `filter`; past the last page, the last.
+    fn of(paths: Vec<TargetPath>, filter: &str, page: usize) -> Selection {
+        let matching: Vec<_> = paths
+            .into_iter()
+            .filter(|p| filter.is_empty() || p.as_slash_path().contains(filter))
+            .collect();
+        let total = matching.len();
+        let pages = total.div_ceil(PAGE).max(1);
+        let page = page.min(pages - 1);
+        let shown = matching
+            .into_iter()
+            .skip(page * PAGE)
+            .take(PAGE)
+            .map(|p| TargetRequest::new(p, Vec::new()))
+            .collect();
+        Selection {
+            filter: filter.to_string(),
+            total,
+            page,
+            pages,
+            shown,
+        }
+    }
+}
+
+/// What the store holds for the shown paths, in one call; when the store is away, an
+/// empty view per path and the error, so the page still lists the tree.
+async fn read_views<S: Store>(
+    store: &S,
+    shown: &[TargetRequest],
+) -> (Vec<DebugView>, Option<String>) {
+    let full_paths: Vec<String> = shown.iter().map(|r| r.full_path.clone()).collect();
+    match store.overview(&full_paths).await {
+        Ok(v) => (v, None),
+        Err(e) => (vec![DebugView::default(); shown.len()], Some(e.to_string())),
+    }
+}
+
+/// The document head, the title line with the settings, and a store error if any.
+fn write_header<S: Store>(
+    html: &mut String,
+    app: &App<S>,
+    selection: &Selection,
+    store_error: Option<&str>,
+) {
+    let filter = &selection.filter;
     let _ = write!(
         html,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>httpsd</title>\
@@ -95,18 +153,23 @@ pub async fn page<S: Store>(
         if filter.is_empty() {
             String::new()
         } else {
-            format!(" matching “{}”", escape(&filter))
+            format!(" matching “{}”", escape(filter))
         },
+        total = selection.total,
     );
     if let Some(e) = store_error {
         let _ = write!(
             html,
             "<p class=\"error\" id=\"store-error\">store unavailable: {}</p>",
-            escape(&e)
+            escape(e)
         );
     }
+}
+
+/// The filter form and how many paths of this page are in each state.
+fn write_filter(html: &mut String, filter: &str, rows: &[Row]) {
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for r in &rows {
+    for r in rows {
         match counts.iter_mut().find(|(s, _)| *s == r.state) {
             Some((_, n)) => *n += 1,
             None => counts.push((r.state, 1)),
@@ -116,24 +179,13 @@ pub async fn page<S: Store>(
         html,
         "<form id=\"filter\"><input name=\"filter\" value=\"{}\" placeholder=\"filter paths\" autofocus> \
          <button>filter</button></form><p>this page: {}</p>",
-        escape(&filter),
+        escape(filter),
         counts
             .iter()
             .map(|(s, n)| format!("<span class=\"{s}\">{n} {s}</span>"))
             .collect::<Vec<_>>()
             .join(" · ")
     );
-    html.push_str(
-        "<table id=\"paths\"><tr><th>path</th><th>state</th><th>age</th><th>last run</th>\
-         <th>targets</th><th>last error</th><th></th></tr>",
-    );
-    for ((req, view), row) in shown.iter().zip(&views).zip(&rows) {
-        write_row(&mut html, prefix, req, view, row, now);
-    }
-    html.push_str("</table>");
-    write_pager(&mut html, &filter, page, pages);
-    html.push_str("</body></html>");
-    Html(html).into_response()
 }
 
 fn write_row(
@@ -146,29 +198,8 @@ fn write_row(
 ) {
     let path = escape(&req.display_path());
     let href = format!("{prefix}{path}");
-    let error = match &row.error {
-        Some((kind, message)) => {
-            let short: String = message.chars().take(ERROR_CHARS).collect();
-            format!(
-                "<a class=\"error-type\" href=\"{href}?debug=true\">{}</a> {}{}",
-                escape(kind),
-                escape(&short),
-                if short.len() < message.len() {
-                    "…"
-                } else {
-                    ""
-                }
-            )
-        }
-        None => String::new(),
-    };
-    let reload = match view.reload_cooldown {
-        Some(left) => format!(
-            "<button disabled title=\"reloaded moments ago\">reload in {}s</button>",
-            left.as_secs_f64().ceil() as u64
-        ),
-        None => "<button>reload</button>".to_string(),
-    };
+    let error = error_cell(row, &href);
+    let reload = reload_button(view);
     let _ = write!(
         html,
         "<tr class=\"path\" data-path=\"{path}\" data-state=\"{state}\">\
@@ -179,18 +210,57 @@ fn write_row(
          <form class=\"reload\" action=\"{href}\" method=\"get\">\
          <input type=\"hidden\" name=\"reload\" value=\"true\">{reload}</form></td></tr>",
         state = row.state,
-        job = match &view.job {
-            Some(j) if j.state == JobState::Running && !j.worker_id.is_empty() => format!(
-                " <span class=\"muted\">on {} for {}</span>",
-                escape(&j.worker_id),
-                ago(now - j.since)
-            ),
-            _ => String::new(),
-        },
+        job = running_on(view, now),
         age = row.age.map(ago).unwrap_or_default(),
         duration = row.duration().map(millis).unwrap_or_default(),
         targets = row.targets.map(|t| t.to_string()).unwrap_or_default(),
     );
+    write_details(html, &path, view, row);
+}
+
+/// The last error's type (linked to debug) and the start of its message.
+fn error_cell(row: &Row, href: &str) -> String {
+    let Some((kind, message)) = &row.error else {
+        return String::new();
+    };
+    let short: String = message.chars().take(ERROR_CHARS).collect();
+    format!(
+        "<a class=\"error-type\" href=\"{href}?debug=true\">{}</a> {}{}",
+        escape(kind),
+        escape(&short),
+        if short.len() < message.len() {
+            "…"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The reload button, disabled while the path's reload cooldown lasts.
+fn reload_button(view: &DebugView) -> String {
+    match view.reload_cooldown {
+        Some(left) => format!(
+            "<button disabled title=\"reloaded moments ago\">reload in {}s</button>",
+            left.as_secs_f64().ceil() as u64
+        ),
+        None => "<button>reload</button>".to_string(),
+    }
+}
+
+/// Which worker runs the path's job, and for how long.
+fn running_on(view: &DebugView, now: f64) -> String {
+    match &view.job {
+        Some(j) if j.state == JobState::Running && !j.worker_id.is_empty() => format!(
+            " <span class=\"muted\">on {} for {}</span>",
+            escape(&j.worker_id),
+            ago(now - j.since)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The foldable row under a path: its generators and its recent runs, if any.
+fn write_details(html: &mut String, path: &str, view: &DebugView, row: &Row) {
     let generators = view
         .run
         .as_ref()

@@ -43,12 +43,18 @@ pub struct Rule {
 /// The areas a request can fall in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
+    /// `GET /targets/...`: what Prometheus polls.
     Targets,
+    /// The admin page and `?debug=true`.
     Admin,
+    /// `?reload=true`.
     Reload,
+    /// `/metrics`.
     Metrics,
 }
 
+/// Who may use what: the `--auth-file`, one [`Rule`] per area (a missing one falls
+/// back as the module documentation says). The default leaves everything open.
 #[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {

@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
+/// A TCP listener that holds at most `limit` connections open at once and gives each
+/// accepted stream the write timeout.
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
@@ -26,6 +28,7 @@ pub struct LimitedListener {
 }
 
 impl LimitedListener {
+    /// Wraps `inner`; a `limit` of 0 is taken as 1.
     pub fn new(inner: TcpListener, limit: usize, write_timeout: Duration) -> LimitedListener {
         LimitedListener {
             inner,

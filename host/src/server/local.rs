@@ -21,6 +21,7 @@
 //! - nothing is kept longer than `--local-cache`, which bounds staleness in a mixed
 //!   fleet whose old prometheus-http-sd workers publish nothing.
 
+use crate::metrics::unpoison;
 use crate::wire::ParsedEntry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub const CHANNEL: &str = "httpsd:invalidate";
 /// ones expire (entries live only `--local-cache`, so this is the hot set's size).
 pub const MAX_BYTES: usize = 256 << 20;
 
+/// Hot entries kept in this process for `--local-cache`, kept coherent by
+/// [`subscribe`] (see the module documentation).
 pub struct LocalCache {
     ttl: Duration,
     /// Subscribed to invalidations: only then may entries be kept and served.
@@ -81,6 +84,7 @@ impl LocalCache {
         LocalCache::new(Duration::ZERO)
     }
 
+    /// Whether `--local-cache` is set at all.
     pub fn is_enabled(&self) -> bool {
         !self.ttl.is_zero()
     }
@@ -90,7 +94,7 @@ impl LocalCache {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entries = unpoison(self.entries.read());
         let (entry, at) = entries.map.get(full_path)?;
         (at.elapsed() < self.ttl).then(|| entry.clone())
     }
@@ -107,7 +111,7 @@ impl LocalCache {
         if !self.live.load(Ordering::Acquire) {
             return;
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = unpoison(self.entries.write());
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
@@ -129,7 +133,7 @@ impl LocalCache {
 
     /// Drops `full_path` (it changed in Redis).
     pub fn invalidate(&self, full_path: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = unpoison(self.entries.write());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some((old, _)) = entries.map.remove(full_path) {
             entries.bytes -= old.size;
@@ -139,7 +143,7 @@ impl LocalCache {
     /// Whether invalidations are being received. Either way the cache starts empty:
     /// whatever it held may have changed while nobody was listening.
     pub fn set_live(&self, live: bool) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut entries = unpoison(self.entries.write());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         *entries = Entries::default();
         self.live

@@ -5,6 +5,8 @@
 //! - [`targets`]: `GET /targets[/<path>]`: hit, miss, expired, reload, and the
 //!   freshness extras (generator-aware freshness, refresh-ahead, wait on miss).
 //! - [`debug`]: the `?debug=true` answers.
+//! - [`error`]: [`error::TargetsError`], every other answer of `/targets` that is not
+//!   targets, with its status, JSON body and headers.
 //! - [`admin`]: the admin page at `/`.
 //! - [`auth`]: optional basic and bearer authentication, per area.
 //! - [`connection`]: HTTP/1.1 on each connection, with header and idle timeouts.
@@ -18,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod connection;
 pub mod debug;
+pub mod error;
 pub mod listener;
 pub mod local;
 pub mod prepared;
@@ -85,9 +88,13 @@ pub fn normalize_prefix(raw: &str) -> String {
 
 /// What every handler shares.
 pub struct App<S> {
+    /// The cache and the job queue.
     pub store: Arc<S>,
+    /// Request paths to their generators.
     pub index: Arc<PathIndex>,
+    /// The process's metrics (shared with in-process workers under `serve`).
     pub metrics: Arc<Metrics>,
+    /// How to answer.
     pub config: ServerConfig,
     /// `<url_prefix>/targets`.
     targets_route: String,
@@ -99,6 +106,8 @@ pub struct App<S> {
 }
 
 impl<S: Store> App<S> {
+    /// The shared state of the handlers; the local cache stays off until
+    /// [`local::subscribe`] makes it live.
     pub fn new(
         store: Arc<S>,
         index: Arc<PathIndex>,
@@ -141,8 +150,24 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
 }
 
 /// A JSON answer with `status`.
+///
+/// Encoding a `serde_json::Value` into memory does not fail (its keys are strings and
+/// a `Vec` takes every write). Should it ever, the answer says so, as a 500 with a
+/// fixed body and a log line, instead of `status` with an empty body.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    match serde_json::to_vec(body) {
+        Ok(bytes) => json_bytes(status, bytes),
+        Err(e) => {
+            tracing::error!("cannot encode a JSON answer: {e}");
+            json_bytes(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":"cannot encode the answer"}"#.to_vec(),
+            )
+        }
+    }
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     (
         status,
         [(

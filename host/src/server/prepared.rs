@@ -4,7 +4,7 @@
 //! as the tree index trusts its generator list (`--tree-refresh`), and the memo is
 //! bounded, so random URLs cannot grow it.
 
-use crate::metrics::{Metrics, dir_labels};
+use crate::metrics::{Metrics, dir_labels, unpoison};
 use crate::targets::{Indexed, PathIndex};
 use crate::wire::TargetRequest;
 use prometheus::{Histogram, IntCounter};
@@ -16,16 +16,20 @@ const MAX_URLS: usize = 10_000;
 
 /// One URL's request, generators and metrics.
 pub struct Prepared {
+    /// The decoded request.
     pub req: TargetRequest,
+    /// Its generators and their fingerprint.
     pub indexed: Arc<Indexed>,
     success: IntCounter,
     fail: IntCounter,
     miss: IntCounter,
     expired: IntCounter,
+    /// `httpsd_path_request_duration_seconds{path}`.
     pub duration: Histogram,
 }
 
 impl Prepared {
+    /// Looks up the URL's metric handles once.
     pub fn new(req: TargetRequest, indexed: Arc<Indexed>, metrics: &Metrics) -> Prepared {
         let display = req.display_path();
         let (l1, l2) = dir_labels(&req.path);
@@ -58,6 +62,7 @@ impl Prepared {
     }
 }
 
+/// URL (path and query as received) to its [`Prepared`], bounded (`MAX_URLS`).
 #[derive(Default)]
 pub struct PreparedMemo {
     map: RwLock<HashMap<String, Arc<Prepared>>>,
@@ -66,18 +71,18 @@ pub struct PreparedMemo {
 impl PreparedMemo {
     /// The memo entry of `url` (path and query as received), if still current.
     pub fn get(&self, url: &str, index: &PathIndex) -> Option<Arc<Prepared>> {
-        let map = self.map.read().ok()?;
+        let map = unpoison(self.map.read());
         map.get(url)
             .filter(|p| index.is_current(&p.indexed))
             .cloned()
     }
 
+    /// Remembers `url`; a full memo starts over (random URLs cannot grow it).
     pub fn insert(&self, url: &str, prepared: Arc<Prepared>) {
-        if let Ok(mut map) = self.map.write() {
-            if map.len() >= MAX_URLS {
-                map.clear();
-            }
-            map.insert(url.to_string(), prepared);
+        let mut map = unpoison(self.map.write());
+        if map.len() >= MAX_URLS {
+            map.clear();
         }
+        map.insert(url.to_string(), prepared);
     }
 }

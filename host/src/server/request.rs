@@ -15,10 +15,13 @@ pub const MAX_PARAMS: usize = 64;
 /// A decoded `/targets` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetQuery {
+    /// The path under `/targets`.
     pub path: TargetPath,
     /// All parameters except `debug` and `reload`, in order.
     pub params: Vec<(String, String)>,
+    /// `?debug=true`.
     pub debug: bool,
+    /// `?reload=true`.
     pub reload: bool,
 }
 

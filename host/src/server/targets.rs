@@ -11,15 +11,22 @@
 //! refresh is enqueued (generator-aware freshness); a fresh entry past
 //! `--refresh-ahead` of its life is served while a refresh is enqueued (so a polled
 //! path never expires); a miss may wait `--wait-on-miss` for the worker.
+//!
+//! Every answer that is not targets, a debug page ([`super::debug`]) or a reload
+//! confirmation is a [`TargetsError`] (refusals, 404s, misses, store failures), which
+//! writes its own status, body and headers.
 
+use super::App;
 use super::auth::Area;
+use super::debug;
+use super::error::TargetsError;
+use super::json;
 use super::prepared::Prepared;
 use super::request::{self, RequestError};
-use super::{App, json, json_error};
 use crate::clock::now_unix;
 use crate::metrics::Metrics;
-use crate::store::{CoolingDown, NewJob, Store};
-use crate::targets::TreeError;
+use crate::store::{CoolingDown, NewJob, Store, StoreError};
+use crate::targets::{Indexed, TreeError};
 use crate::wire::{ParsedEntry, TargetRequest};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -34,44 +41,60 @@ use std::time::{Duration, Instant};
 /// refreshes to one per path per this time instead of a tight loop.
 const MIN_FRESHNESS_AGE: f64 = 5.0;
 
-/// Seconds Prometheus (or a person) is told to wait after a 503.
-const RETRY_AFTER: &str = "5";
-
 /// Takes the whole request rather than `Uri` and `HeaderMap` extractors: those clone
 /// the URI and every header on each request, and this is the hit path.
-pub async fn handle<S: Store>(State(app): State<Arc<App<S>>>, request: Request) -> Response {
+pub async fn handle<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+) -> Result<Response, TargetsError> {
     let started = Instant::now();
     let (uri, headers) = (request.uri(), request.headers());
     let url = uri.path_and_query().map_or("", |pq| pq.as_str());
     let prepared = match app.prepared.get(url, &app.index) {
         // The memo holds only plain answers (never debug or reload).
         Some(p) => {
-            if let Err(refusal) = app.config.auth.check(Area::Targets, headers) {
-                return *refusal;
-            }
+            app.config
+                .auth
+                .check(Area::Targets, headers)
+                .map_err(TargetsError::Refused)?;
             p
         }
-        None => match prepare(&app, uri, headers).await {
-            Ok(p) => {
+        None => match route(&app, uri, headers).await? {
+            Route::Plain(p) => {
                 app.prepared.insert(url, p.clone());
                 p
             }
-            Err(response) => return response,
+            Route::Debug(req, indexed) => {
+                return debug::respond(&app, &req, &indexed.fingerprint).await;
+            }
+            Route::Reload(req) => return reload(&app, &req).await,
         },
     };
-    let (status, response) = answer(&app, &prepared.req, &prepared.indexed.fingerprint).await;
-    prepared.count(status);
+    let answer = answer(&app, &prepared.req, &prepared.indexed.fingerprint).await;
+    prepared.count(match &answer {
+        Ok(_) => "success",
+        Err(e) => e.status_label(),
+    });
     prepared.duration.observe(started.elapsed().as_secs_f64());
-    response
+    answer.map(targets_response)
 }
 
-/// Decodes the URL and finds its generators. Debug and reload requests, and every
-/// refusal, are answered here (`Err`); a normal request becomes a [`Prepared`].
-async fn prepare<S: Store>(
+/// What a well-formed, permitted request asks for.
+enum Route {
+    /// The targets: a hit, a miss or an expiry ([`answer`]).
+    Plain(Arc<Prepared>),
+    /// `?debug=true` ([`debug::respond`]), with the generators' fingerprint now.
+    Debug(TargetRequest, Arc<Indexed>),
+    /// `?reload=true` ([`reload`]).
+    Reload(TargetRequest),
+}
+
+/// Decodes the URL, checks who may ask, and finds its generators.
+async fn route<S: Store>(
     app: &Arc<App<S>>,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Arc<Prepared>, Response> {
+) -> Result<Route, TargetsError> {
     let raw_path = uri
         .path()
         .strip_prefix(app.targets_route.as_str())
@@ -84,15 +107,15 @@ async fn prepare<S: Store>(
         Ok(q) if q.debug => Area::Admin,
         _ => Area::Targets,
     };
-    app.config.auth.check(area, headers).map_err(|r| *r)?;
+    app.config
+        .auth
+        .check(area, headers)
+        .map_err(TargetsError::Refused)?;
     let query = match query {
         Ok(q) => q,
         Err(RequestError::Invalid(msg)) => {
-            app.metrics
-                .path_requests
-                .with_label_values(&["", "fail", "", ""])
-                .inc();
-            return Err(json_error(StatusCode::BAD_REQUEST, &msg));
+            count_unknown_path(&app.metrics);
+            return Err(TargetsError::BadRequest(msg));
         }
         Err(RequestError::NotFound) => return Err(path_not_found(app, raw_path)),
     };
@@ -101,91 +124,103 @@ async fn prepare<S: Store>(
         Err(TreeError::NotFound) => return Err(path_not_found(app, raw_path)),
         Err(TreeError::Io(msg)) => {
             tracing::error!("cannot read the target directory: {msg}");
-            return Err(json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the target directory",
-            ));
+            return Err(TargetsError::TreeUnreadable);
         }
     };
     let req = TargetRequest::new(query.path, query.params);
-    if query.reload {
-        return Err(reload(app, &req).await);
-    }
-    if query.debug {
-        return Err(super::debug::respond(app, &req, &indexed.fingerprint).await);
-    }
-    Ok(Arc::new(Prepared::new(req, indexed, &app.metrics)))
+    Ok(if query.reload {
+        Route::Reload(req)
+    } else if query.debug {
+        Route::Debug(req, indexed)
+    } else {
+        Route::Plain(Arc::new(Prepared::new(req, indexed, &app.metrics)))
+    })
 }
 
-fn path_not_found<S: Store>(app: &App<S>, raw_path: &str) -> Response {
-    app.metrics
+/// A request that names no path of the tree is counted under no path (a label per
+/// made-up URL would let any client grow the metrics).
+fn count_unknown_path(metrics: &Metrics) {
+    metrics
         .path_requests
         .with_label_values(&["", "fail", "", ""])
         .inc();
-    json(
-        StatusCode::NOT_FOUND,
-        &serde_json::json!({
-            "error": "path not found",
-            "path": format!("/targets{}", if raw_path.is_empty() { "" } else { raw_path }),
-        }),
-    )
 }
 
-/// The normal answer and its `status` label.
+fn path_not_found<S: Store>(app: &App<S>, raw_path: &str) -> TargetsError {
+    count_unknown_path(&app.metrics);
+    TargetsError::PathNotFound {
+        path: format!(
+            "/targets{}",
+            if raw_path.is_empty() { "" } else { raw_path }
+        ),
+    }
+}
+
+/// The normal answer: the cached results, or why there are none yet.
 async fn answer<S: Store>(
     app: &Arc<App<S>>,
     req: &TargetRequest,
     fingerprint: &str,
-) -> (&'static str, Response) {
+) -> Result<Bytes, TargetsError> {
     let ops = &app.cache_ops;
-    let entry = match app.local.get(&req.full_path) {
-        Some(entry) => {
-            app.metrics.local_cache_hits.inc();
-            Some(entry)
-        }
-        None => {
-            let epoch = app.local.epoch();
-            match app.store.get_entry(&req.full_path).await {
-                // Unreadable is treated as a miss: it is regenerated.
-                Ok(Some(bytes)) => parse_entry(&bytes).map(|entry| {
-                    let entry = Arc::new(entry);
-                    app.local.insert(&req.full_path, entry.clone(), epoch);
-                    entry
-                }),
-                Ok(None) => None,
-                Err(e) => return ("fail", store_unavailable(app, "get", &e)),
-            }
-        }
+    let Some(entry) = cached_entry(app, req).await? else {
+        ops.miss.inc();
+        return regenerate(app, req, fingerprint, "miss", TargetsError::CacheMiss).await;
     };
-    if let Some(entry) = entry {
-        match judge(app, &entry, fingerprint) {
-            Judgement::Fresh { refresh } => {
-                ops.hit.inc();
-                if let Some(reason) = refresh {
-                    enqueue_in_background(app, req, reason);
-                }
-                return ("success", targets_response(entry.results.clone()));
+    match judge(app, &entry, fingerprint) {
+        Judgement::Fresh { refresh } => {
+            ops.hit.inc();
+            if let Some(reason) = refresh {
+                enqueue_in_background(app, req, reason);
             }
-            Judgement::Expired => {
-                ops.expired.inc();
-                if let Err(e) = enqueue(app, req, "expired").await {
-                    return ("fail", store_unavailable(app, "enqueue", &e));
-                }
-                if let Some(results) = wait_for_result(app, req, fingerprint).await {
-                    return ("success", targets_response(results));
-                }
-                return ("cache-expired", unavailable("cache expired"));
-            }
+            Ok(entry.results.clone())
+        }
+        Judgement::Expired => {
+            ops.expired.inc();
+            regenerate(app, req, fingerprint, "expired", TargetsError::CacheExpired).await
         }
     }
-    ops.miss.inc();
-    if let Err(e) = enqueue(app, req, "miss").await {
-        return ("fail", store_unavailable(app, "enqueue", &e));
+}
+
+/// The path's entry: from this process's local cache, else from the store (kept
+/// locally for the next request). An unreadable entry is treated as a miss: it is
+/// regenerated.
+async fn cached_entry<S: Store>(
+    app: &App<S>,
+    req: &TargetRequest,
+) -> Result<Option<Arc<ParsedEntry>>, TargetsError> {
+    if let Some(entry) = app.local.get(&req.full_path) {
+        app.metrics.local_cache_hits.inc();
+        return Ok(Some(entry));
     }
-    if let Some(results) = wait_for_result(app, req, fingerprint).await {
-        return ("success", targets_response(results));
+    let epoch = app.local.epoch();
+    match app.store.get_entry(&req.full_path).await {
+        Ok(Some(bytes)) => Ok(parse_entry(&bytes).map(|entry| {
+            let entry = Arc::new(entry);
+            app.local.insert(&req.full_path, entry.clone(), epoch);
+            entry
+        })),
+        Ok(None) => Ok(None),
+        Err(e) => Err(TargetsError::store(&app.metrics, "get", &e)),
     }
-    ("cache-not-exist", unavailable("cache miss"))
+}
+
+/// A miss or an expiry: enqueue the job, then wait for its result if
+/// `--wait-on-miss` allows, else answer `otherwise`.
+async fn regenerate<S: Store>(
+    app: &App<S>,
+    req: &TargetRequest,
+    fingerprint: &str,
+    reason: &'static str,
+    otherwise: TargetsError,
+) -> Result<Bytes, TargetsError> {
+    let job = new_job(req);
+    enqueue(app, &job, reason)
+        .await
+        .map_err(|e| TargetsError::store(&app.metrics, "enqueue", &e))?;
+    wait_for_result(app, req, fingerprint)
+        .await
+        .ok_or(otherwise)
 }
 
 /// The cache-operation counters of the hit path, resolved once (a label lookup hashes
@@ -197,6 +232,7 @@ pub struct CacheOps {
 }
 
 impl CacheOps {
+    /// Resolves the three handles of `httpsd_cache_operations_total`.
     pub fn new(metrics: &Metrics) -> CacheOps {
         let op = |name: &str| metrics.cache_operations.with_label_values(&[name]);
         CacheOps {
@@ -255,51 +291,21 @@ fn targets_response(results: Bytes) -> Response {
         .into_response()
 }
 
-fn unavailable(message: &str) -> Response {
-    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-    response
+/// The job for `req`, as queued, stamped now. Every job the server queues (miss,
+/// expiry, refresh, reload) is made here. It cannot be empty: `wire::Job::to_json`
+/// writes it with a JSON writer that cannot fail, where an `unwrap_or_default()` on
+/// serde_json's `Result` would have queued `""` had encoding ever failed.
+fn new_job(req: &TargetRequest) -> NewJob {
+    NewJob::from_job(&req.job(now_unix()))
 }
 
-pub(super) fn store_unavailable<S: Store>(
-    app: &App<S>,
-    operation: &str,
-    error: &crate::store::StoreError,
-) -> Response {
-    app.metrics
-        .store_errors
-        .with_label_values(&[operation])
-        .inc();
-    match error {
-        // The store said no to this request (the embedded store's queue is full): a
-        // client asking faster than the jobs run would write a warning per request.
-        // The metric above counts them.
-        crate::store::StoreError::Refused { .. } => {
-            tracing::debug!("store {operation} refused: {error}")
-        }
-        _ => tracing::warn!("store {operation} failed: {error}"),
-    }
-    let mut response = json(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &serde_json::json!({ "error": "store unavailable", "message": error.to_string() }),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-    response
-}
-
+/// Queues `job`; counts it under `reason` when it was not queued already.
 async fn enqueue<S: Store>(
     app: &App<S>,
-    req: &TargetRequest,
+    job: &NewJob,
     reason: &'static str,
-) -> Result<bool, crate::store::StoreError> {
-    let pushed = app
-        .store
-        .enqueue(&NewJob::from_job(&req.job(now_unix())))
-        .await?;
+) -> Result<bool, StoreError> {
+    let pushed = app.store.enqueue(job).await?;
     if pushed {
         app.metrics.jobs_enqueued.with_label_values(&[reason]).inc();
     }
@@ -311,7 +317,7 @@ fn enqueue_in_background<S: Store>(app: &Arc<App<S>>, req: &TargetRequest, reaso
     let app = app.clone();
     let req = req.clone();
     tokio::spawn(async move {
-        if let Err(e) = enqueue(&app, &req, reason).await {
+        if let Err(e) = enqueue(&app, &new_job(&req), reason).await {
             app.metrics
                 .store_errors
                 .with_label_values(&["enqueue"])
@@ -352,18 +358,16 @@ async fn wait_for_result<S: Store>(
     }
 }
 
-async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
-    let outcome = match app
-        .store
-        .reload(
-            &NewJob::from_job(&req.job(now_unix())),
-            app.config.reload_cooldown,
-        )
-        .await
-    {
+/// `?reload=true`: clears the path's entry and error and enqueues a job, unless the
+/// path was reloaded within `--reload-cooldown`.
+async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Result<Response, TargetsError> {
+    let job = new_job(req);
+    let outcome = match app.store.reload(&job, app.config.reload_cooldown).await {
         Ok(Ok(o)) => o,
-        Ok(Err(CoolingDown(left))) => return cooling_down(req, left),
-        Err(e) => return store_unavailable(app, "reload", &e),
+        Ok(Err(CoolingDown(left))) => {
+            return Err(TargetsError::cooling_down(&req.full_path, left));
+        }
+        Err(e) => return Err(TargetsError::store(&app.metrics, "reload", &e)),
     };
     // This server's copy goes at once; the others' when the script's publication
     // reaches them.
@@ -374,7 +378,7 @@ async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
             .with_label_values(&["reload"])
             .inc();
     }
-    json(
+    Ok(json(
         StatusCode::OK,
         &serde_json::json!({
             "status": "reload_initiated",
@@ -384,26 +388,5 @@ async fn reload<S: Store>(app: &App<S>, req: &TargetRequest) -> Response {
             "error_cache_cleared": outcome.error_cache_cleared,
             "job_enqueued": outcome.enqueued,
         }),
-    )
-}
-
-/// 429 for a reload inside the path's cooldown: nothing was cleared or enqueued.
-fn cooling_down(req: &TargetRequest, left: Duration) -> Response {
-    let seconds = left.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = json(
-        StatusCode::TOO_MANY_REQUESTS,
-        &serde_json::json!({
-            "error": "reload cooldown",
-            "message": format!(
-                "{} was reloaded moments ago; nothing was cleared. Retry the reload in {seconds}s, or request it without ?reload=true.",
-                req.full_path
-            ),
-            "path": req.full_path,
-            "retry_after_seconds": seconds,
-        }),
-    );
-    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    response
+    ))
 }

@@ -50,6 +50,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// Accepts on `inner` and runs each handshake in a task of its own, so a slow
+    /// client cannot hold up the accept loop.
     pub fn new(mut inner: LimitedListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
         let local = inner.local_addr()?;
         let (tx, ready) = mpsc::channel(64);

@@ -15,8 +15,9 @@
 //! path's marker cleared). An unreachable store is different: the same write will work
 //! once it is back, so it is retried with a backoff.
 
+use super::backoff::Backoff;
+use super::inflight::{InFlight, lock};
 use super::job::store_refused;
-use super::pool::{Backoff, InFlight, lock};
 use crate::store::{Finished, Outcome, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -26,7 +27,9 @@ const MAX_GROUP: usize = 128;
 
 /// A finished job and the worker loop that ran it (for its metrics).
 pub struct Done {
+    /// The loop's worker id.
     pub worker_id: Arc<str>,
+    /// What to write.
     pub finished: Finished,
 }
 
@@ -119,7 +122,7 @@ async fn write<S: Store>(
                 let (worker_id, stage) = g.meta.remove(i);
                 metrics.store_errors.with_label_values(&["refused"]).inc();
                 let lease_id = refused.taken.lease_id.clone();
-                match fall_back(refused, worker_id, stage, &reason) {
+                match fall_back(metrics, refused, worker_id, stage, &reason) {
                     Some(instead) => todo.push(instead),
                     // Given up: no more heartbeats, so the reaper can take it back.
                     None => {
@@ -144,7 +147,13 @@ async fn write<S: Store>(
 }
 
 /// What to write in place of `refused`, or nothing when even releasing it was refused.
-fn fall_back(refused: Finished, worker_id: Arc<str>, stage: Stage, reason: &str) -> Option<Group> {
+fn fall_back(
+    metrics: &crate::metrics::Metrics,
+    refused: Finished,
+    worker_id: Arc<str>,
+    stage: Stage,
+    reason: &str,
+) -> Option<Group> {
     let release = |f: Finished| Finished {
         outcome: Outcome::Discard,
         run: Vec::new(),
@@ -161,7 +170,7 @@ fn fall_back(refused: Finished, worker_id: Arc<str>, stage: Stage, reason: &str)
                 worker_id = %worker_id,
                 "the store refused a job's result; writing a StoreRefusedError instead: {reason}"
             );
-            let instead = store_refused(&refused, &worker_id, reason);
+            let instead = store_refused(metrics, &refused, &worker_id, reason);
             Some(Group::one(instead, worker_id, Stage::Refused))
         }
         Stage::Refused => {

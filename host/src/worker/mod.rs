@@ -6,8 +6,16 @@
 //! - [`finisher`]: writes finished jobs back to the store in groups.
 //! - [`reaper`]: finds jobs whose worker died (no live lease) and puts them back in the
 //!   queue.
+//! - `inflight` and `backoff`: the running jobs' ledger and the wait after a failed
+//!   store call, shared by the pool and the finisher (which therefore do not depend on
+//!   each other).
+//!
+//! Dependencies point one way: `pool` → `finisher` → `job`, and both `pool` and
+//! `finisher` → `inflight`, `backoff`.
 
+mod backoff;
 pub mod finisher;
+mod inflight;
 pub mod job;
 pub mod pool;
 pub mod reaper;

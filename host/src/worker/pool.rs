@@ -11,15 +11,19 @@
 //! stop taking, running jobs get `drain_timeout` to finish, and whatever is still
 //! running then is handed back to the queue for another worker.
 
-use super::finisher::Done;
+use super::backoff::Backoff;
+use super::finisher::{self, Done};
+use super::inflight::{InFlight, lock};
 use super::job::{JobContext, run_job};
 use super::reaper;
 use crate::store::{Store, Taken};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
+/// How a process's workers run; the CLI fills it from flags.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// One loop per id (the `worker_id` of results, errors and metrics).
@@ -51,14 +55,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Jobs being run by this process, by lease id: what the heartbeat renews and what a
-/// drain hands back.
-pub(super) type InFlight = Arc<Mutex<HashMap<String, Taken>>>;
-
-pub(super) fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<String, Taken>> {
-    in_flight.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Runs the workers until `shutdown` turns true, then drains.
 pub async fn run_pool<S: Store>(
     store: Arc<S>,
@@ -67,43 +63,16 @@ pub async fn run_pool<S: Store>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
-    let first_id = config.worker_ids.first().cloned().unwrap_or_default();
-    let heartbeat = tokio::spawn(heartbeat(
-        store.clone(),
-        ctx.clone(),
-        in_flight.clone(),
-        config.lease / 3,
-    ));
-    let reaper = tokio::spawn(reaper::run(
-        store.clone(),
-        ctx.metrics.clone(),
-        first_id,
-        config.lease,
-        shutdown.clone(),
-    ));
-    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let finisher = tokio::spawn(super::finisher::run(
+    let helpers = Helpers::start(&store, &ctx, &config, &in_flight, &shutdown);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let finisher = tokio::spawn(finisher::run(
         store.clone(),
         ctx.metrics.clone(),
         in_flight.clone(),
         done_rx,
         shutdown.clone(),
     ));
-    let loops: Vec<_> = config
-        .worker_ids
-        .iter()
-        .map(|id| {
-            tokio::spawn(worker_loop(
-                store.clone(),
-                ctx.clone(),
-                Arc::from(id.as_str()),
-                config.clone(),
-                in_flight.clone(),
-                done_tx.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
+    let loops = start_loops(&store, &ctx, &config, &in_flight, &done_tx, &shutdown);
     // The loops hold the only senders: once they are done, the finisher writes what is
     // left and stops.
     drop(done_tx);
@@ -118,57 +87,110 @@ pub async fn run_pool<S: Store>(
         running = lock(&in_flight).len(),
         "shutting down: no new jobs; waiting for running ones"
     );
+    drain(&*store, config.drain_timeout, &in_flight, loops, finisher).await;
+    helpers.stop();
+    tracing::info!("workers stopped");
+}
+
+/// The tasks beside the loops: the lease heartbeat and the reaper. Neither has
+/// anything to finish, so they are stopped, not drained.
+struct Helpers {
+    heartbeat: JoinHandle<()>,
+    reaper: JoinHandle<()>,
+}
+
+impl Helpers {
+    fn start<S: Store>(
+        store: &Arc<S>,
+        ctx: &Arc<JobContext>,
+        config: &WorkerConfig,
+        in_flight: &InFlight,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Helpers {
+        let first_id = config.worker_ids.first().cloned().unwrap_or_default();
+        Helpers {
+            heartbeat: tokio::spawn(heartbeat(
+                store.clone(),
+                ctx.clone(),
+                in_flight.clone(),
+                config.lease / 3,
+            )),
+            reaper: tokio::spawn(reaper::run(
+                store.clone(),
+                ctx.metrics.clone(),
+                first_id,
+                config.lease,
+                shutdown.clone(),
+            )),
+        }
+    }
+
+    fn stop(self) {
+        self.heartbeat.abort();
+        self.reaper.abort();
+    }
+}
+
+/// One [`worker_loop`] per worker id.
+fn start_loops<S: Store>(
+    store: &Arc<S>,
+    ctx: &Arc<JobContext>,
+    config: &WorkerConfig,
+    in_flight: &InFlight,
+    done: &mpsc::UnboundedSender<Done>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    config
+        .worker_ids
+        .iter()
+        .map(|id| {
+            tokio::spawn(worker_loop(
+                store.clone(),
+                ctx.clone(),
+                Arc::from(id.as_str()),
+                config.clone(),
+                in_flight.clone(),
+                done.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Lets the loops finish their running jobs and the finisher write them, for at most
+/// `timeout`; past it, stops them all and hands what is still running back to the
+/// queue, so another worker runs it instead of waiting out its lease.
+async fn drain<S: Store>(
+    store: &S,
+    timeout: Duration,
+    in_flight: &InFlight,
+    loops: Vec<JoinHandle<()>>,
+    finisher: JoinHandle<()>,
+) {
     let mut aborts: Vec<_> = loops.iter().map(|h| h.abort_handle()).collect();
     aborts.push(finisher.abort_handle());
     let drained = async {
         futures::future::join_all(loops).await;
         let _ = finisher.await;
     };
-    if tokio::time::timeout(config.drain_timeout, drained)
-        .await
-        .is_err()
-    {
-        aborts.iter().for_each(|a| a.abort());
-        let left: Vec<Taken> = lock(&in_flight).drain().map(|(_, t)| t).collect();
-        tracing::warn!(
-            jobs = left.len(),
-            "drain timeout: handing running jobs back to the queue"
+    if tokio::time::timeout(timeout, drained).await.is_ok() {
+        return;
+    }
+    aborts.iter().for_each(|a| a.abort());
+    let left: Vec<Taken> = lock(in_flight).drain().map(|(_, t)| t).collect();
+    tracing::warn!(
+        jobs = left.len(),
+        "drain timeout: handing running jobs back to the queue"
+    );
+    if let Err(e) = store.hand_back(&left).await {
+        tracing::error!(
+            "cannot hand jobs back (their leases will expire and the reaper will requeue them): {e}"
         );
-        if let Err(e) = store.hand_back(&left).await {
-            tracing::error!(
-                "cannot hand jobs back (their leases will expire and the reaper will requeue them): {e}"
-            );
-        }
-    }
-    heartbeat.abort();
-    reaper.abort();
-    tracing::info!("workers stopped");
-}
-
-/// Waits with a capped exponential backoff between failed store calls.
-pub(super) struct Backoff(Duration);
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(super) fn new() -> Backoff {
-        Backoff(Backoff::MIN)
-    }
-
-    pub(super) fn reset(&mut self) {
-        self.0 = Backoff::MIN;
-    }
-
-    pub(super) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = tokio::time::sleep(self.0) => {}
-            _ = shutdown.changed() => {}
-        }
-        self.0 = (self.0 * 2).min(Backoff::MAX);
     }
 }
 
+/// One worker loop: reserve slots, take that many jobs, start them, repeat until
+/// shutdown; then wait for the jobs under way.
 async fn worker_loop<S: Store>(
     store: Arc<S>,
     ctx: Arc<JobContext>,
@@ -182,21 +204,12 @@ async fn worker_loop<S: Store>(
     let batch = config.batch.max(1);
     // One slot per job, `depth` batches' worth: a slow job holds only its own slot, so
     // a generator that runs into its timeout cannot hold back the jobs taken with it.
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.depth.max(1) * batch));
-    let mut jobs = tokio::task::JoinSet::new();
+    let slots = Arc::new(Semaphore::new(config.depth.max(1) * batch));
+    let mut jobs = JoinSet::new();
     while !*shutdown.borrow() {
-        // A slot first, so no job is taken that cannot start at once; then as many
-        // more as are free, up to a batch.
-        let Ok(first) = slots.clone().acquire_owned().await else {
+        let Some(held) = reserve_slots(&slots, batch).await else {
             break;
         };
-        let mut held = vec![first];
-        while held.len() < batch {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
-                Err(_) => break,
-            }
-        }
         while jobs.try_join_next().is_some() {}
         let taken = match store.take(&id, held.len(), config.poll).await {
             Ok(t) => {
@@ -213,22 +226,44 @@ async fn worker_loop<S: Store>(
         lock(&in_flight).extend(taken.iter().map(|t| (t.lease_id.clone(), t.clone())));
         // Slots not needed (fewer jobs than asked for) are freed here.
         for (t, slot) in taken.into_iter().zip(held) {
-            let (ctx, id, done) = (ctx.clone(), id.clone(), done.clone());
-            jobs.spawn(async move {
-                let finished = run_job(&ctx, &id, t).await;
-                // The finisher outlives the loops; if it is gone, the pool is being
-                // torn down and the drain hands these jobs back.
-                let _ = done.send(Done {
-                    worker_id: id,
-                    finished,
-                });
-                drop(slot);
-            });
+            jobs.spawn(run_in_slot(ctx.clone(), id.clone(), t, done.clone(), slot));
         }
     }
     // Shutdown: the jobs under way finish (the pool's drain timeout bounds this;
     // dropping the set on abort stops them, and their jobs are handed back).
     while jobs.join_next().await.is_some() {}
+}
+
+/// A slot first, so no job is taken that cannot start at once; then as many more as
+/// are free, up to `batch`. `None` once the semaphore is closed.
+async fn reserve_slots(slots: &Arc<Semaphore>, batch: usize) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = slots.clone().acquire_owned().await.ok()?;
+    let mut held = vec![first];
+    while held.len() < batch {
+        match slots.clone().try_acquire_owned() {
+            Ok(p) => held.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(held)
+}
+
+/// Runs one job, hands the result to the finisher, and frees the job's slot.
+async fn run_in_slot(
+    ctx: Arc<JobContext>,
+    id: Arc<str>,
+    taken: Taken,
+    done: mpsc::UnboundedSender<Done>,
+    slot: OwnedSemaphorePermit,
+) {
+    let finished = run_job(&ctx, &id, taken).await;
+    // The finisher outlives the loops; if it is gone, the pool is being torn down and
+    // the drain hands these jobs back.
+    let _ = done.send(Done {
+        worker_id: id,
+        finished,
+    });
+    drop(slot);
 }
 
 async fn heartbeat<S: Store>(
