@@ -16,6 +16,7 @@
 //! - [`cli`]: the command line.
 //! - [`validate`]: what Prometheus accepts, checked before anything is cached.
 //! - [`units`]: parsing of durations and byte sizes in flags and manifests.
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod query;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod targets;
 pub mod units;
 pub mod validate;

@@ -4,27 +4,13 @@
 //! One [`Metrics`] per process with its own registry: `httpsd serve` shares it between
 //! the server and the in-process workers, so one `/metrics` shows both.
 
+use crate::sync::unpoison;
 use prometheus::{
     Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, LockResult, Mutex, OnceLock, PoisonError};
-
-/// The guard of a lock, whether or not a thread panicked while holding it.
-///
-/// The one way the server, the workers and the metrics treat a poisoned lock: carry on
-/// with what it holds. Everything behind these locks (memos of metric handles and
-/// prepared requests, the local cache, the jobs in flight) is a cache or a ledger
-/// whose every update is a single map operation, so a panic elsewhere cannot leave it
-/// half-changed; refusing it (a panic in turn) or skipping it (a memo that silently
-/// stops working) would turn one failed request into a broken process.
-///
-/// It lives here because this is the leaf module both `server` and `worker` already
-/// use; neither should depend on the other for it.
-pub fn unpoison<G>(result: LockResult<G>) -> G {
-    result.unwrap_or_else(PoisonError::into_inner)
-}
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One generator's metric handles, looked up once: a worker records five metrics per
 /// generator per job, and a label lookup hashes and locks each time.

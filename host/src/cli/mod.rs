@@ -40,6 +40,7 @@ pub struct Cli {
 /// JSON object per line for a log collector.
 // No `///` on the variants: clap would make them possible-value help, which switches
 // every `--help` (this flag is global) to the long layout.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -504,6 +505,7 @@ pub struct CheckArgs {
 /// nothing of clap.
 // No `///` on the variants: clap would make them possible-value help, which switches
 // `httpsd check --help` to the long layout.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,

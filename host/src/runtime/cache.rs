@@ -232,15 +232,13 @@ impl ComponentCache {
     }
 
     fn lookup(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>) -> Option<Arc<Loaded>> {
-        let map = self.by_path.lock().ok()?;
+        let map = crate::sync::lock(&self.by_path);
         let entry = map.get(path)?;
         (entry.wasm == wasm && entry.manifest == manifest).then(|| entry.loaded.clone())
     }
 
     fn remember(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>, loaded: Arc<Loaded>) {
-        let Ok(mut map) = self.by_path.lock() else {
-            return;
-        };
+        let mut map = crate::sync::lock(&self.by_path);
         map.insert(
             path.to_path_buf(),
             ByPath {
@@ -252,7 +250,8 @@ impl ComponentCache {
         // Drop compiled versions no path refers to any more (old builds of a file).
         let live: std::collections::HashSet<&str> =
             map.values().map(|e| e.loaded.hash.as_str()).collect();
-        if let Ok(mut by_hash) = self.by_hash.lock() {
+        {
+            let mut by_hash = crate::sync::lock(&self.by_hash);
             by_hash.retain(|h, _| live.contains(h.as_str()));
         }
     }
@@ -269,12 +268,12 @@ impl ComponentCache {
     ) -> Result<(Arc<Compiled>, Origin), GenError> {
         let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
         let once = {
-            let mut map = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::sync::lock(&self.compiling);
             map.entry(hash.to_string()).or_default().clone()
         };
         let result = {
             let _guard = once.lock().await;
-            if let Some(found) = self.by_hash.lock().ok().and_then(|m| m.get(hash).cloned()) {
+            if let Some(found) = crate::sync::lock(&self.by_hash).get(hash).cloned() {
                 return Ok((found, Origin::Memory));
             }
             if let Some(message) = self.failed_before(hash) {
@@ -283,15 +282,15 @@ impl ComponentCache {
             let result = self.compile_and_link(hash, bytes).await;
             match &result {
                 Ok((compiled, _)) => {
-                    if let Ok(mut m) = self.by_hash.lock() {
-                        m.insert(hash.to_string(), compiled.clone());
-                    }
+                    let mut m = crate::sync::lock(&self.by_hash);
+                    m.insert(hash.to_string(), compiled.clone());
                 }
                 Err(message) => self.remember_failure(hash, message),
             }
             result
         };
-        if let Ok(mut map) = self.compiling.lock() {
+        {
+            let mut map = crate::sync::lock(&self.compiling);
             // The last one out removes the entry (this Arc and the map's are the two).
             if Arc::strong_count(&once) <= 2 {
                 map.remove(hash);
@@ -301,7 +300,7 @@ impl ComponentCache {
     }
 
     fn failed_before(&self, hash: &str) -> Option<String> {
-        let map = self.failed.lock().ok()?;
+        let map = crate::sync::lock(&self.failed);
         let (message, at) = map.get(hash)?;
         (at.elapsed() < FAILED_COMPILE_HOLD).then(|| {
             format!(
@@ -312,9 +311,7 @@ impl ComponentCache {
     }
 
     fn remember_failure(&self, hash: &str, message: &str) {
-        let Ok(mut map) = self.failed.lock() else {
-            return;
-        };
+        let mut map = crate::sync::lock(&self.failed);
         map.retain(|_, (_, at)| at.elapsed() < FAILED_COMPILE_HOLD);
         if map.len() >= MAX_FAILURES
             && let Some(oldest) = map

@@ -57,7 +57,7 @@ impl Quarantine {
     /// Where to run the generator at `path`: `Some(handle)` when it is in quarantine.
     pub fn lane(&self, path: &Path) -> Option<tokio::runtime::Handle> {
         let held = {
-            let mut map = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::sync::lock(&self.held);
             match map.get(path) {
                 Some(until) if *until > Instant::now() => true,
                 Some(_) => {
@@ -76,7 +76,7 @@ impl Quarantine {
     /// Learns from a finished run: an expensive one puts (or keeps) the generator in
     /// quarantine, a cheap one lets it out.
     pub fn record(&self, path: &Path, report: &RunReport) {
-        let mut map = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.held);
         if is_expensive(report) {
             if !map.contains_key(path) {
                 tracing::info!(
@@ -94,7 +94,7 @@ impl Quarantine {
     #[cfg(test)]
     fn held(&self) -> usize {
         let now = Instant::now();
-        let map = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::sync::lock(&self.held);
         map.values().filter(|until| **until > now).count()
     }
 }

@@ -179,10 +179,7 @@ impl Sandbox {
         let memory_refusal = data.memory.refusal();
         let http_denied = data.http.denied().map(str::to_string);
         drop(self.store);
-        (stats.logs, stats.logs_dropped) = match self.log.lock() {
-            Ok(mut l) => l.finish(),
-            Err(_) => (Vec::new(), 0),
-        };
+        (stats.logs, stats.logs_dropped) = crate::sync::lock(&self.log).finish();
         Ended {
             outcome,
             memory_refusal,

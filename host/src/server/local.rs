@@ -21,7 +21,7 @@
 //! - nothing is kept longer than `--local-cache`, which bounds staleness in a mixed
 //!   fleet whose old prometheus-http-sd workers publish nothing.
 
-use crate::metrics::unpoison;
+use crate::sync::unpoison;
 use crate::wire::ParsedEntry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The Redis channel of invalidations: each message is one `full_path`.
-pub const CHANNEL: &str = "httpsd:invalidate";
+pub const CHANNEL: &str = crate::wire::INVALIDATE_CHANNEL;
 
 /// Most bytes of entries kept at once; past it new entries are not kept until old
 /// ones expire (entries live only `--local-cache`, so this is the hot set's size).

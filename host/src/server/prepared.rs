@@ -4,7 +4,8 @@
 //! as the tree index trusts its generator list (`--tree-refresh`), and the memo is
 //! bounded, so random URLs cannot grow it.
 
-use crate::metrics::{Metrics, dir_labels, unpoison};
+use crate::metrics::{Metrics, dir_labels};
+use crate::sync::unpoison;
 use crate::targets::{Indexed, PathIndex};
 use crate::wire::TargetRequest;
 use prometheus::{Histogram, IntCounter};

@@ -29,21 +29,9 @@ pub use redis::{RedisSettings, RedisStore, RedisTls};
 use bytes::Bytes;
 use serde::Serialize;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Locks `mutex`, taking its data back when another thread panicked while holding it.
-/// The one way the store takes its locks (`redis/pool.rs`; `memory.rs` recovers the
-/// same way in its own `lock`). Why recover instead of failing: a poisoned lock stays
-/// poisoned, so refusing it (or panicking again) would turn one bug into the failure
-/// of every later request, and what these locks guard is left whole by each critical
-/// section (a cached connection replaced, one pushed or popped, a last error set), so
-/// there is no half-made change to protect anyone from.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 /// A store failure. Callers answer a 503 (server) or back off (worker).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -58,17 +58,17 @@ impl Fingerprinter {
                 return;
             }
         };
-        let remembered = self
-            .hashes
-            .lock()
-            .ok()
-            .and_then(|m| m.get(path).filter(|(s, _)| *s == stamp).map(|(_, h)| *h));
+        let remembered = crate::sync::lock(&self.hashes)
+            .get(path)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, h)| *h);
         let hash = match remembered {
             Some(h) => h,
             None => match std::fs::read(path) {
                 Ok(bytes) => {
                     let h = blake3::hash(&bytes);
-                    if let Ok(mut m) = self.hashes.lock() {
+                    {
+                        let mut m = crate::sync::lock(&self.hashes);
                         if m.len() >= MAX_REMEMBERED {
                             m.clear();
                         }

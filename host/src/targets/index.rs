@@ -59,12 +59,11 @@ impl PathIndex {
     /// The generators under `path` and their fingerprint; `NotFound` for a path with
     /// no directory and no file.
     pub async fn lookup(self: &Arc<Self>, path: &TargetPath) -> Result<Arc<Indexed>, TreeError> {
-        if let Some(hit) = self
-            .memo
-            .lock()
-            .ok()
-            .and_then(|m| m.get(path).filter(|e| self.is_current(e)).cloned())
-        {
+        let hit = crate::sync::lock(&self.memo)
+            .get(path)
+            .filter(|e| self.is_current(e))
+            .cloned();
+        if let Some(hit) = hit {
             return Ok(hit);
         }
         let this = self.clone();
@@ -87,7 +86,8 @@ impl PathIndex {
         let generators = match self.tree.generators(&path) {
             Ok(g) => g,
             Err(e) => {
-                if let Ok(mut m) = self.memo.lock() {
+                {
+                    let mut m = crate::sync::lock(&self.memo);
                     m.remove(&path);
                 }
                 return Err(e);
@@ -99,7 +99,8 @@ impl PathIndex {
             fingerprint,
             checked: Instant::now(),
         });
-        if let Ok(mut m) = self.memo.lock() {
+        {
+            let mut m = crate::sync::lock(&self.memo);
             if m.len() >= MAX_PATHS {
                 m.clear();
             }

@@ -4,8 +4,8 @@
 //! Its own module so the pool (which fills it) and the finisher (which empties it)
 //! share it without either reaching into the other.
 
-use crate::metrics::unpoison;
 use crate::store::Taken;
+use crate::sync::unpoison;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 

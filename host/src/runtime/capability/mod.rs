@@ -29,11 +29,17 @@ use std::time::Instant;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "generator",
-    exports: { default: async },
-});
+/// The host side of `wit/generator.wit`, generated; its items are documented there.
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "generator",
+        exports: { default: async },
+    });
+}
+
+pub use bindings::*;
 
 pub use self::httpsd::generator::types::{Error as WitError, TargetGroup as WitTargetGroup};
 

@@ -327,9 +327,7 @@ impl HttpPolicy {
     }
 
     fn note(log: &Mutex<RunLog>, level: LogLevel, message: String) {
-        if let Ok(mut log) = log.lock() {
-            log.push(level, &message);
-        }
+        crate::sync::lock(log).push(level, &message);
     }
 }
 

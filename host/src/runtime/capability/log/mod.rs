@@ -32,12 +32,9 @@ impl GuestLog {
         self.0.clone()
     }
 
-    /// A line of the guest's; dropped, not waited for, if the log is poisoned (a
-    /// panic elsewhere in this run must not take the guest's call down too).
+    /// A line of the guest's (a poisoned log is written all the same: `crate::sync`).
     fn push(&self, level: LogLevel, text: &str) {
-        if let Ok(mut log) = self.0.lock() {
-            log.push(level, text);
-        }
+        crate::sync::lock(&self.0).push(level, text);
     }
 
     /// The guest's stdout or stderr, appended to this log.
@@ -96,9 +93,7 @@ pub struct Capture {
 
 impl Capture {
     fn append(&self, bytes: &[u8]) {
-        if let Ok(mut log) = self.log.lock() {
-            log.append_output(self.stream, bytes);
-        }
+        crate::sync::lock(&self.log).append_output(self.stream, bytes);
     }
 
     fn again(&self) -> Capture {

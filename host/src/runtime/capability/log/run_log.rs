@@ -262,7 +262,7 @@ impl LogBudget {
 
     fn take(&self) -> bool {
         let now = std::time::Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = crate::sync::lock(&self.state);
         let (last, tokens) = state.get_or_insert((now, Self::BURST));
         *tokens =
             (*tokens + now.duration_since(*last).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
