@@ -1,7 +1,7 @@
 //! The shape of the host crate, checked from its source: the top-level modules depend
 //! on each other one way only (no cycle through `crate::` paths outside comments and
 //! test modules), so each layer can be read and changed with only the ones below it in
-//! mind (docs/ARCHITECTURE.md).
+//! mind, and no function is longer than a screen (docs/ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -115,4 +115,85 @@ fn the_cycle_check_finds_a_cycle() {
     assert_eq!(cycle_from(&deps, "a").unwrap().join(" "), "a b c a");
     deps.get_mut("c").unwrap().clear();
     assert!(cycle_from(&deps, "a").is_none());
+}
+
+/// Functions longer than this many lines (signature to closing brace) fail the check:
+/// "about 80", with room for a long signature.
+const MAX_FUNCTION_LINES: usize = 90;
+
+/// `(lines, name)` of each function in `text`: from a line declaring `fn` to
+/// the first closing brace at its indentation (rustfmt's layout).
+fn function_lengths(text: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let declares = trimmed
+            .split_whitespace()
+            .take_while(|w| *w != "fn")
+            .all(|w| {
+                [
+                    "pub",
+                    "pub(crate)",
+                    "pub(super)",
+                    "async",
+                    "const",
+                    "unsafe",
+                ]
+                .contains(&w)
+            })
+            && trimmed.split_whitespace().any(|w| w == "fn");
+        if !declares || trimmed.ends_with(';') || trimmed.starts_with("//") {
+            continue;
+        }
+        let name: String = trimmed
+            .split("fn ")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        let end = lines[i + 1..]
+            .iter()
+            .position(|l| l.starts_with(&close) && l.len() - l.trim_start().len() == indent);
+        if let Some(end) = end {
+            out.push((end + 2, name));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_a_screen() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut long = Vec::new();
+    let mut counted = 0;
+    for file in &files {
+        for (n, name) in function_lengths(&std::fs::read_to_string(file).unwrap()) {
+            counted += 1;
+            if n > MAX_FUNCTION_LINES {
+                long.push(format!("{}: {name} ({n} lines)", file.display()));
+            }
+        }
+    }
+    assert!(
+        counted > 500,
+        "only {counted} functions found: the scan is broken"
+    );
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: {long:#?}"
+    );
+}
+
+#[test]
+fn function_lengths_are_measured_from_fn_to_its_brace() {
+    let text = "pub async fn a(x: u8) -> u8 {\n    x\n}\n\nfn b() {\n    let c = || {\n    };\n}\n";
+    assert_eq!(
+        function_lengths(text),
+        [(3, "a".to_string()), (4, "b".to_string())]
+    );
 }
