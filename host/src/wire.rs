@@ -107,6 +107,7 @@ pub const CONTROL_PARAMS: [&str; 2] = ["debug", "reload"];
 /// What a request asks for, as the cache and the queue know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetRequest {
+    /// The target path, without the `/targets` prefix.
     pub path: TargetPath,
     /// Query parameters in request order, repeats kept, control parameters removed.
     pub params: Vec<(String, String)>,
@@ -115,6 +116,8 @@ pub struct TargetRequest {
 }
 
 impl TargetRequest {
+    /// The request for `path` with `params`: control parameters (`debug`, `reload`) are
+    /// dropped, and `full_path` is built from what is left, form-urlencoded.
     pub fn new(path: TargetPath, params: Vec<(String, String)>) -> TargetRequest {
         let params: Vec<(String, String)> = params
             .into_iter()
@@ -171,10 +174,15 @@ impl TargetRequest {
 /// A queued job: `{"full_path", "path", "extra_args", "job_id"}` plus our extras.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
+    /// `/targets/<path>?<query>`: the cache key the result is written to.
     pub full_path: String,
+    /// The target path without `/targets/`, e.g. `a/b` (empty for the root).
     pub path: String,
+    /// The query parameters as a dict, first value of a repeated key (the old tool's
+    /// form; its jobs may hold non-string values).
     #[serde(default)]
     pub extra_args: serde_json::Map<String, serde_json::Value>,
+    /// `<full_path>:<unix seconds>` (empty for a job without one).
     #[serde(default)]
     pub job_id: String,
     /// The parameters in order with repeats (extra_args is a dict).
@@ -251,9 +259,13 @@ pub struct EntryMeta {
     /// The generators' fingerprint when they made this entry (see
     /// [`crate::targets::fingerprint`]).
     pub fingerprint: String,
+    /// The `job_id` of the job that made it.
     pub job_id: String,
+    /// The worker that ran the job.
     pub worker_id: String,
+    /// How long the run took, in seconds.
     pub processing_time: f64,
+    /// Targets in `results`, summed over all groups.
     pub targets: usize,
 }
 
@@ -411,9 +423,11 @@ impl JsonOut {
 /// never re-serialises them.
 #[derive(Debug)]
 pub struct EntryView<'a> {
+    /// When the entry was written, in Unix seconds.
     pub updated_timestamp: f64,
     /// The `results` array as written.
     pub results: &'a str,
+    /// httpsd's section; `None` in entries of other writers (prometheus-http-sd).
     pub httpsd: Option<EntryMetaView<'a>>,
 }
 
@@ -427,8 +441,10 @@ struct AnyEntry<'a> {
     httpsd: Option<EntryMetaView<'a>>,
 }
 
+/// The part of an entry's `httpsd` section ([`EntryMeta`]) the request path reads.
 #[derive(Debug, Deserialize)]
 pub struct EntryMetaView<'a> {
+    /// The generators' fingerprint when they made the entry; `None` when absent.
     #[serde(default, borrow)]
     pub fingerprint: Option<&'a str>,
     /// Targets in `results` (absent in entries of other writers: count them then).
@@ -437,6 +453,8 @@ pub struct EntryMetaView<'a> {
 }
 
 impl<'a> EntryView<'a> {
+    /// Reads a cache entry of any writer, borrowing from `bytes`. Err when it is not
+    /// JSON with `updated_timestamp` and `results`.
     pub fn parse(bytes: &'a [u8]) -> Result<EntryView<'a>, serde_json::Error> {
         if let Some(view) = Self::parse_own(bytes) {
             return Ok(view);
@@ -474,6 +492,8 @@ impl<'a> EntryView<'a> {
         })
     }
 
+    /// The generators' fingerprint the entry was made with; `None` for an entry
+    /// without one (another writer's).
     pub fn fingerprint(&self) -> Option<&'a str> {
         self.httpsd.as_ref().and_then(|m| m.fingerprint)
     }
@@ -483,6 +503,7 @@ impl<'a> EntryView<'a> {
 /// keeps these, so a hit it answers costs no parse at all, only reading a timestamp.
 #[derive(Debug)]
 pub struct ParsedEntry {
+    /// When the entry was written, in Unix seconds.
     pub updated_timestamp: f64,
     /// A slice of the fetched bytes too: parsing allocates nothing per request.
     pub fingerprint: Option<bytes::Bytes>,
@@ -493,6 +514,7 @@ pub struct ParsedEntry {
 }
 
 impl ParsedEntry {
+    /// Parses a fetched entry as [`EntryView::parse`] does, keeping slices of `bytes`.
     pub fn parse(bytes: &bytes::Bytes) -> Result<ParsedEntry, serde_json::Error> {
         let view = EntryView::parse(bytes)?;
         Ok(ParsedEntry {
@@ -507,20 +529,31 @@ impl ParsedEntry {
 /// `error_details` of `error:<full_path>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorDetails {
+    /// The kind of failure, e.g. `TimeoutError`, `GeneratorError`, `StoreRefusedError`.
     pub error_type: String,
+    /// What went wrong, in one message.
     pub error_message: String,
+    /// The generator's traceback, or for a failure of the worker's own a one-frame
+    /// Python-style one naming the path.
     pub traceback: String,
+    /// The worker that ran the job.
     pub worker_id: String,
+    /// The job's `job_id`.
     pub job_id: String,
+    /// The job's `path` (`a/b`, without `/targets/`).
     pub path: String,
+    /// The job's `extra_args`.
     #[serde(default)]
     pub extra_args: serde_json::Map<String, serde_json::Value>,
     /// ISO 8601.
     pub timestamp: String,
+    /// How long the run took, in seconds.
     pub processing_time: f64,
-    /// Ours: the generator that failed (relative to the root), and the full path.
+    /// Ours: the generator that failed (relative to the root); `None` when the failure
+    /// was not a generator's, and in the old tool's entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<String>,
+    /// Ours: the job's `full_path`; `None` in the old tool's entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_path: Option<String>,
 }
@@ -528,12 +561,16 @@ pub struct ErrorDetails {
 /// `{"updated_timestamp", "status": "error", "error_details"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When the error was written, in Unix seconds.
     pub updated_timestamp: f64,
+    /// Always `"error"`.
     pub status: String,
+    /// What failed.
     pub error_details: ErrorDetails,
 }
 
 impl ErrorEntry {
+    /// An entry with status `"error"`, written at `updated` (Unix seconds).
     pub fn new(updated: f64, details: ErrorDetails) -> ErrorEntry {
         ErrorEntry {
             updated_timestamp: updated,

@@ -53,8 +53,11 @@ pub const PATH_OVERHEAD: usize = 256;
 /// What the memory store holds now, and how many paths it has evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryUsage {
+    /// Paths held (with an entry, an error, a run report or a history).
     pub paths: usize,
+    /// Their byte count, as counted against [`MemoryBounds::max_bytes`].
     pub bytes: u64,
+    /// Paths evicted by the bounds since the store was made (expiry not counted).
     pub evictions: u64,
 }
 
@@ -435,6 +438,7 @@ impl MemoryStore {
         MemoryStore::with_bounds(retention, MemoryBounds::default())
     }
 
+    /// A store with `bounds`.
     pub fn with_bounds(retention: Retention, bounds: MemoryBounds) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
@@ -470,6 +474,7 @@ impl MemoryStore {
         })
     }
 
+    /// The bounds the store was made with.
     pub fn bounds(&self) -> MemoryBounds {
         self.bounds
     }

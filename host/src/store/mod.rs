@@ -49,6 +49,8 @@ pub enum StoreError {
     /// (`worker/finisher.rs`).
     #[error("store refused: {reason}")]
     Refused {
+        /// Why, in words: logged, and passed on (in a 503, or a refused job's error
+        /// entry).
         reason: String,
         /// For [`Store::finish`]: the index in the batch of the job whose write was
         /// refused, when known (the local checks know it); `None`: somewhere in the
@@ -86,6 +88,7 @@ pub(crate) fn check_value_sizes(index: usize, f: &Finished, max: u64) -> StoreRe
     Ok(())
 }
 
+/// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Lifetimes of what the store keeps.
@@ -124,13 +127,16 @@ impl Default for Retention {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// In the queue, not taken by a worker yet.
     Queued,
+    /// Taken by a worker: in the processing list.
     Running,
 }
 
 /// The dedupe marker of a path: its one queued-or-running job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobStatus {
+    /// Queued or running.
     pub state: JobState,
     /// The worker running it (empty while queued).
     pub worker_id: String,
@@ -152,9 +158,11 @@ pub struct Taken {
 /// What a worker writes back for one job.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// The job as it was taken (its bytes and lease id find it in processing).
     pub taken: Taken,
     /// The job's `full_path` (where the result goes).
     pub full_path: String,
+    /// What to write for the path.
     pub outcome: Outcome,
     /// The per-generator report of the run, for debug.
     pub run: Vec<u8>,
@@ -177,9 +185,13 @@ pub enum Outcome {
 /// Everything debug shows about a path, read in one round trip.
 #[derive(Debug, Clone, Default)]
 pub struct DebugView {
+    /// The cache entry (`<full_path>`), JSON as stored; `None` when there is none.
     pub entry: Option<Bytes>,
+    /// The error entry (`error:<full_path>`), JSON as stored; `None` when there is none.
     pub error: Option<Bytes>,
+    /// The path's queued or running job (its dedupe marker); `None` when it has none.
     pub job: Option<JobStatus>,
+    /// The last run's per-generator report, JSON; `None` when there is none.
     pub run: Option<Bytes>,
     /// The last runs' summaries, newest first.
     pub history: Vec<Bytes>,
@@ -195,14 +207,19 @@ pub struct CoolingDown(pub Duration);
 /// What a reload removed and whether it enqueued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadOutcome {
+    /// A cache entry was deleted.
     pub cache_cleared: bool,
+    /// An error entry was deleted.
     pub error_cache_cleared: bool,
+    /// A job was queued, or the running one marked to run once more; `false` when a
+    /// job was already waiting in the queue.
     pub enqueued: bool,
 }
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// The job's `full_path`: the cache key, and the path whose marker dedupes it.
     pub full_path: String,
     /// The job's JSON ([`crate::wire::Job`]).
     pub raw: String,

@@ -36,6 +36,7 @@ pub struct RedisTls {
     pub ca: Option<PathBuf>,
     /// Client certificate and key, for a Redis that asks for them (`tls-auth-clients`).
     pub client_cert: Option<PathBuf>,
+    /// The private key of `client_cert`; the two are given together or not at all.
     pub client_key: Option<PathBuf>,
 }
 
