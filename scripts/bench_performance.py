@@ -348,7 +348,9 @@ def main():
     for count in PATH_COUNTS:
         workers.round("wasm", "p", count - done, first=done)
         done = count
-        seconds = 3 if rate is None else max(3, int(count / rate * 1.5) + 1)
+        # Long enough to touch every path at the last round's rate, with room: more
+        # paths are slower per hit (a round once ran short at 100,000).
+        seconds = 3 if rate is None else max(3, int(count / rate * 2.5) + 1)
         run = wrk(f"http://127.0.0.1:{mport}/", 4, seconds, script, (count, 2))
         if run["non2xx"] or run["requests"] < count:
             raise SystemExit(f"paths round {count}: {run['requests']} requests, {run['non2xx']} not 200")
