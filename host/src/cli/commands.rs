@@ -140,14 +140,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Retention::default(),
     )?);
     check_store(&*store).await;
-    let client = store.client().clone();
     let app = App::new(
         store,
         PathIndex::new(tree, args.tree.tree_refresh),
         Arc::new(Metrics::new()),
         args.http.config().map_err(anyhow::Error::msg)?,
     );
-    tokio::spawn(server::local::subscribe(client, app.local.clone()));
+    tokio::spawn(server::local::follow(app.store.clone(), app.local.clone()));
     let tls = args.http.tls().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.http.host, args.http.port).await?;
     announce(&listener, &app.config.url_prefix, "server", tls.is_some());

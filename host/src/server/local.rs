@@ -10,17 +10,19 @@
 //! in Redis meanwhile (a worker wrote a new answer, a reload deleted it). For that:
 //!
 //! - httpsd's scripts publish the `full_path` of every entry they write or delete on
-//!   [`CHANNEL`] (`finish.lua`, `reload.lua`), and each server evicts it on receipt
-//!   ([`subscribe`]): a reload through one server reaches all of them in about a
+//!   the invalidation channel (`finish.lua`, `reload.lua`), the Redis store hands them
+//!   to each server as [`Store::invalidations`], and it evicts each on receipt
+//!   ([`follow`]): a reload through one server reaches all of them in about a
 //!   network round trip;
 //! - while the subscription is down (Redis restarting, a network split), the local
 //!   cache is emptied and bypassed, since invalidations may be missed; it comes back
-//!   once subscribed again;
+//!   once the store follows again;
 //! - a fetch that raced an invalidation is not kept (an epoch counter, bumped by every
 //!   invalidation, must be the same before and after the fetch);
 //! - nothing is kept longer than `--local-cache`, which bounds staleness in a mixed
 //!   fleet whose old prometheus-http-sd workers publish nothing.
 
+use crate::store::{Invalidation, Invalidations, Store};
 use crate::sync::unpoison;
 use crate::wire::ParsedEntry;
 use std::collections::HashMap;
@@ -29,15 +31,12 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The Redis channel of invalidations: each message is one `full_path`.
-pub const CHANNEL: &str = crate::wire::INVALIDATE_CHANNEL;
-
 /// Most bytes of entries kept at once; past it new entries are not kept until old
 /// ones expire (entries live only `--local-cache`, so this is the hot set's size).
 pub const MAX_BYTES: usize = 256 << 20;
 
 /// Hot entries kept in this process for `--local-cache`, kept coherent by
-/// [`subscribe`] (see the module documentation).
+/// [`follow`] (see the module documentation).
 pub struct LocalCache {
     ttl: Duration,
     /// Subscribed to invalidations: only then may entries be kept and served.
@@ -87,6 +86,11 @@ impl LocalCache {
     /// Whether `--local-cache` is set at all.
     pub fn is_enabled(&self) -> bool {
         !self.ttl.is_zero()
+    }
+
+    /// Whether invalidations are being received, so entries may be kept and served.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
     }
 
     /// The entry of `full_path`, if kept and younger than the TTL.
@@ -151,49 +155,37 @@ impl LocalCache {
     }
 }
 
-/// Keeps `cache` in step with Redis for the life of the process: subscribes to
-/// [`CHANNEL`] on its own connection, evicts what each message names, and, whenever
-/// the subscription is lost, empties and bypasses the cache until it is back.
-pub async fn subscribe(client: redis::Client, cache: std::sync::Arc<LocalCache>) {
-    use futures::StreamExt;
+/// Keeps `cache` in step with the store for the life of the process: evicts what
+/// each invalidation names and, whenever the store stops telling (Redis restarting, a
+/// network split), empties and bypasses the cache until it tells again.
+pub async fn follow<S: Store>(store: Arc<S>, cache: Arc<LocalCache>) {
     if !cache.is_enabled() {
         return;
     }
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(Duration::from_secs(5), subscribed).await {
-            Ok(Ok(mut pubsub)) => {
-                backoff = Duration::from_millis(100);
+    apply(store.invalidations(), &cache).await;
+}
+
+/// Applies each event of `events` to `cache`.
+async fn apply(mut events: Invalidations, cache: &LocalCache) {
+    use futures::StreamExt;
+    while let Some(event) = events.next().await {
+        match event {
+            Invalidation::Live => {
                 cache.set_live(true);
-                tracing::info!("local cache on: invalidations subscribed");
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    match message.get_payload::<String>() {
-                        Ok(full_path) => cache.invalidate(&full_path),
-                        // Unreadable: we cannot tell what changed, so forget everything.
-                        Err(_) => cache.set_live(true),
-                    }
+                tracing::info!("local cache on: invalidations followed");
+            }
+            Invalidation::Path(full_path) => cache.invalidate(&full_path),
+            // Unreadable: we cannot tell what changed, so forget everything.
+            Invalidation::Everything => cache.set_live(true),
+            Invalidation::Lost => {
+                if cache.is_live() {
+                    tracing::warn!("local cache off: invalidations are not being received");
                 }
                 cache.set_live(false);
-                tracing::warn!("local cache off: the invalidation subscription was lost");
-            }
-            Ok(Err(e)) => {
-                cache.set_live(false);
-                tracing::debug!("cannot subscribe to invalidations: {e}");
-            }
-            Err(_) => {
-                cache.set_live(false);
-                tracing::debug!("cannot subscribe to invalidations: timed out");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+    cache.set_live(false);
 }
 
 #[cfg(test)]
@@ -248,5 +240,72 @@ mod tests {
         off.set_live(true);
         off.insert("/targets/a?", entry("[\"x\"]"), off.epoch());
         assert!(off.get("/targets/a?").is_none());
+    }
+
+    /// The events a store hands over, in order, as a stream that then ends.
+    fn events(list: Vec<Invalidation>) -> Invalidations {
+        Box::pin(futures::stream::iter(list))
+    }
+
+    #[tokio::test]
+    async fn follows_the_stores_events() {
+        let c = LocalCache::new(Duration::from_secs(60));
+        // Live, then a path of another process: only that path is evicted.
+        c.set_live(true);
+        c.insert("/targets/a?", entry("[\"a\"]"), c.epoch());
+        c.insert("/targets/b?", entry("[\"b\"]"), c.epoch());
+        let c = Arc::new(c);
+        let feed = events(vec![Invalidation::Path("/targets/a?".into())]);
+        // The stream ends after it: a feed that ends is a feed lost, so the cache is off.
+        apply(feed, &c).await;
+        assert!(!c.is_live());
+        assert!(c.get("/targets/b?").is_none());
+
+        // Live again; an unreadable message forgets everything but stays live.
+        c.set_live(true);
+        c.insert("/targets/a?", entry("[\"a\"]"), c.epoch());
+        c.insert("/targets/b?", entry("[\"b\"]"), c.epoch());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let feed: Invalidations = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|e| (e, rx))
+        }));
+        let follower = tokio::spawn({
+            let c = c.clone();
+            async move { apply(feed, &c).await }
+        });
+        let settle = || tokio::time::sleep(Duration::from_millis(20));
+        tx.send(Invalidation::Live).unwrap();
+        settle().await;
+        assert!(c.is_live());
+        c.insert("/targets/a?", entry("[\"a\"]"), c.epoch());
+        c.insert("/targets/b?", entry("[\"b\"]"), c.epoch());
+        tx.send(Invalidation::Path("/targets/a?".into())).unwrap();
+        settle().await;
+        assert!(c.get("/targets/a?").is_none(), "the named path is evicted");
+        assert!(c.get("/targets/b?").is_some(), "the others stay");
+        tx.send(Invalidation::Everything).unwrap();
+        settle().await;
+        assert!(c.is_live());
+        assert!(
+            c.get("/targets/b?").is_none(),
+            "an unreadable message forgets all"
+        );
+        c.insert("/targets/b?", entry("[\"b\"]"), c.epoch());
+        tx.send(Invalidation::Lost).unwrap();
+        settle().await;
+        assert!(!c.is_live());
+        assert!(c.get("/targets/b?").is_none(), "lost: nothing served");
+        drop(tx);
+        follower.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_without_other_writers_never_turns_it_on() {
+        let store = Arc::new(crate::store::MemoryStore::new(Default::default()));
+        let c = Arc::new(LocalCache::new(Duration::from_secs(60)));
+        let follower = tokio::spawn(follow(store, c.clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!c.is_live());
+        follower.abort();
     }
 }

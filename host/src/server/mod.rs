@@ -100,14 +100,14 @@ pub struct App<S> {
     targets_route: String,
     prepared: prepared::PreparedMemo,
     /// Hot entries (see [`local`]); off unless `config.local_cache` is set and
-    /// [`local::subscribe`] keeps it live.
+    /// [`local::follow`] keeps it live.
     pub local: Arc<local::LocalCache>,
     cache_ops: targets::CacheOps,
 }
 
 impl<S: Store> App<S> {
     /// The shared state of the handlers; the local cache stays off until
-    /// [`local::subscribe`] makes it live.
+    /// [`local::follow`] makes it live.
     pub fn new(
         store: Arc<S>,
         index: Arc<PathIndex>,

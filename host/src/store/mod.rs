@@ -309,4 +309,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Readiness: the store answers.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// What other processes change, for a server's local cache
+    /// (`server::local::follow`): a stream that never ends while the process lives.
+    /// A store that no other process writes (the memory store) says nothing, so a local
+    /// cache in front of it never goes live, which is right: it would save nothing.
+    fn invalidations(&self) -> Invalidations {
+        Box::pin(futures::stream::pending())
+    }
+}
+
+/// See [`Store::invalidations`].
+pub type Invalidations = std::pin::Pin<Box<dyn futures::Stream<Item = Invalidation> + Send>>;
+
+/// One event of [`Store::invalidations`]. Between [`Invalidation::Live`] and
+/// [`Invalidation::Lost`] every entry another process writes or deletes is named; outside
+/// that window changes may be missed, so a cache must not trust what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Listening from now on (again): what was kept before may have changed unseen.
+    Live,
+    /// This `full_path`'s entry was written or deleted.
+    Path(String),
+    /// Something changed, but the message could not be read: forget everything.
+    Everything,
+    /// No longer listening until the next [`Invalidation::Live`].
+    Lost,
 }

@@ -2,9 +2,11 @@
 //!
 //! One file per concern: `settings` (how to reach Redis, TLS), `pool` (its connections
 //! and the outage gate), `scripts` (the Lua scripts, which see the key names of
-//! `wire.rs`), `replies` (Redis's answers read into the store's types), and here the
+//! `wire.rs`), `replies` (Redis's answers read into the store's types),
+//! `invalidations` (the servers' feed of changed entries), and here the
 //! [`Store`] impl, which only says which command or script does what.
 
+mod invalidations;
 mod pool;
 mod replies;
 mod scripts;
@@ -14,14 +16,14 @@ pub use pool::PooledConn;
 pub use settings::{RedisSettings, RedisTls, redact_url};
 
 use super::{
-    CoolingDown, DebugView, Finished, NewJob, Outcome, ReloadOutcome, Retention, Store,
-    StoreResult, Taken, check_value_sizes,
+    CoolingDown, DebugView, Finished, Invalidations, NewJob, Outcome, ReloadOutcome, Retention,
+    Store, StoreResult, Taken, check_value_sizes,
 };
 use crate::clock::now_unix;
 use crate::wire::{self, PROCESSING, QUEUE};
 use bytes::Bytes;
 use pool::{Pool, on_conn, unavailable};
-use redis::{Client, RedisError, Script, ScriptInvocation, Value};
+use redis::{RedisError, Script, ScriptInvocation, Value};
 use scripts::Scripts;
 use std::time::Duration;
 
@@ -69,11 +71,6 @@ impl RedisStore {
             max_value_bytes: settings.max_value_bytes,
             retention,
         })
-    }
-
-    /// The client, for connections of other kinds (the local cache's subscription).
-    pub fn client(&self) -> &Client {
-        self.pool.client()
     }
 
     /// `enqueue.lua` or `reload.lua` with the arguments both take: the queue, the job's
@@ -329,5 +326,9 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> StoreResult<()> {
         on_conn!(self.pool, |c| redis::cmd("PING").query_async::<()>(c).await)
+    }
+
+    fn invalidations(&self) -> Invalidations {
+        invalidations::follow(self.pool.client().clone())
     }
 }
