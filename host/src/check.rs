@@ -11,7 +11,7 @@
 
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::targets::run::{failed_report, run_one};
-use crate::targets::{GeneratorFile, GeneratorKind, GeneratorReport, TargetPath, TargetTree};
+use crate::targets::{GeneratorFile, GeneratorReport, TargetPath, TargetTree};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +112,7 @@ async fn check_one(
     generator: GeneratorFile,
     explicit: Vec<(String, String)>,
 ) -> Vec<GeneratorReport> {
-    let param_sets = if generator.kind != GeneratorKind::Wasm || !explicit.is_empty() {
+    let param_sets = if !generator.kind.runs_in_sandbox() || !explicit.is_empty() {
         vec![explicit]
     } else {
         match runtime.check_params(&generator.abs).await {
@@ -132,7 +132,7 @@ async fn check_one(
     };
     let mut reports = Vec::with_capacity(param_sets.len());
     for params in param_sets {
-        let (report, _) = run_one(runtime, generator.clone(), params).await;
+        let (report, _) = run_one(runtime, generator.clone(), params, true).await;
         reports.push(report);
     }
     reports
@@ -145,7 +145,7 @@ fn print_text(reports: &[GeneratorReport], verbose: bool) -> std::io::Result<()>
         let name = label(r);
         match &r.error {
             None => {
-                let fuel = if r.kind == GeneratorKind::Wasm {
+                let fuel = if r.kind.runs_in_sandbox() {
                     format!("  fuel {}", r.stats.fuel_used)
                 } else {
                     String::new()
@@ -162,7 +162,12 @@ fn print_text(reports: &[GeneratorReport], verbose: bool) -> std::io::Result<()>
                 }
             }
             Some(e) => {
-                writeln!(out, "FAIL  {name:<width$}  {}: {}", e.kind, e.message)?;
+                writeln!(
+                    out,
+                    "FAIL  {name:<width$}  {}: {}",
+                    e.error_type(),
+                    e.message
+                )?;
                 for line in e.traceback.lines() {
                     writeln!(out, "      {line}")?;
                 }

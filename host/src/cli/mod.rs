@@ -570,6 +570,12 @@ pub struct RuntimeArgs {
     /// growth would pass it ends as a MemoryError. Default: half the machine's memory.
     #[arg(long, env = "HTTPSD_GUEST_MEMORY_BUDGET", value_parser = parse_size)]
     pub guest_memory_budget: Option<u64>,
+
+    /// The Python runner component that runs `.py` generators (scripts/python-runner
+    /// builds it). Default: httpsd-python-runner.wasm next to this binary, or in
+    /// ../share/httpsd/ from it.
+    #[arg(long, env = "HTTPSD_PYTHON_RUNNER")]
+    pub python_runner: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
@@ -608,8 +614,28 @@ impl RuntimeArgs {
             guest_memory_budget: self
                 .guest_memory_budget
                 .unwrap_or_else(crate::runtime::limits::MemoryBudget::default_limit),
+            python_runner: self.python_runner.clone().or_else(installed_python_runner),
         }
     }
+}
+
+/// The file name of the Python runner component, as scripts/python-runner writes it.
+pub const PYTHON_RUNNER_FILE: &str = "httpsd-python-runner.wasm";
+
+/// The Python runner installed with this binary: next to it (a build directory, a
+/// release archive) or in `../share/httpsd/` from it (a packaged install). It is a
+/// file of its own rather than embedded, so building httpsd needs no Python tooling
+/// and the binary stays small; a missing runner is a load error of each `.py`
+/// generator that says how to get it, never a silent empty answer.
+fn installed_python_runner() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join(PYTHON_RUNNER_FILE),
+        dir.join("../share/httpsd").join(PYTHON_RUNNER_FILE),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

@@ -8,6 +8,10 @@
 //!    process loads the precompiled artifact instead of compiling.
 //!
 //! A changed `.wasm` or manifest is picked up on the next run, without a restart.
+//!
+//! A `.py` generator is a run of the Python runner component (found by the CLI, see
+//! `cli::python_runner`) with the `.py` file's text: the runner is compiled once for
+//! every `.py`, and the text is read again when the file changes.
 
 use super::capability::http::HttpGrant;
 use super::capability::{GeneratorPre, RunState};
@@ -24,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The largest manifest httpsd reads.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The largest `.py` generator httpsd reads (the runner compiles it at every run).
+pub const MAX_SCRIPT_BYTES: u64 = 4 << 20;
 use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
@@ -57,6 +64,8 @@ pub struct Loaded {
     pub http: Arc<HttpGrant>,
     /// The parsed manifest (the default one when the generator has no `.toml`).
     pub manifest: Manifest,
+    /// The `.py` file's text when this is a run of the Python runner.
+    pub script: Option<Arc<str>>,
     /// How this entry was produced, and how long that took.
     pub origin: Origin,
     /// Reading the manifest and the `.wasm` plus compiling or loading it, when this
@@ -89,9 +98,18 @@ impl Stamp {
     }
 }
 
-struct ByPath {
+/// The versions of the files a loaded generator was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamps {
+    /// The component (the Python runner for a `.py`).
     wasm: Stamp,
     manifest: Option<Stamp>,
+    /// The `.py` file.
+    script: Option<Stamp>,
+}
+
+struct ByPath {
+    stamps: Stamps,
     loaded: Arc<Loaded>,
 }
 
@@ -99,6 +117,9 @@ struct Compiled {
     pre: GeneratorPre<RunState>,
     check_export: Option<ComponentExportIndex>,
 }
+
+/// The load error of a `.py` generator when httpsd has no Python runner.
+const NO_RUNNER: &str = "no Python runner to run .py generators: httpsd looks for httpsd-python-runner.wasm next to its binary (scripts/python-runner builds it; ./scripts/demo and ./scripts/test do so), or takes --python-runner PATH (HTTPSD_PYTHON_RUNNER)";
 
 /// How compiling is done and bounded (see [`super::compile`]).
 #[derive(Debug, Clone)]
@@ -130,6 +151,8 @@ pub struct ComponentCache {
     linker: Linker<RunState>,
     defaults: Limits,
     dir: Option<PathBuf>,
+    /// The Python runner component, which every `.py` generator runs in.
+    python_runner: Option<PathBuf>,
     compile: CompileSettings,
     /// Distinguishes artifacts of different wasmtime versions and engine settings.
     engine_tag: String,
@@ -145,12 +168,15 @@ pub struct ComponentCache {
 
 impl ComponentCache {
     /// An empty cache; `dir` is the artifact directory (created if missing), `None` to
-    /// keep compiled code in memory only. Errors only when `dir` cannot be created.
+    /// keep compiled code in memory only; `python_runner` runs `.py` generators (none:
+    /// each fails to load, saying how to get it). Errors only when `dir` cannot be
+    /// created.
     pub fn new(
         engine: Engine,
         linker: Linker<RunState>,
         defaults: Limits,
         dir: Option<PathBuf>,
+        python_runner: Option<PathBuf>,
         compile: CompileSettings,
     ) -> std::io::Result<Self> {
         if let Some(dir) = &dir {
@@ -164,6 +190,7 @@ impl ComponentCache {
             linker,
             defaults,
             dir,
+            python_runner,
             compile,
             by_path: Mutex::new(HashMap::new()),
             by_hash: Mutex::new(HashMap::new()),
@@ -182,19 +209,37 @@ impl ComponentCache {
     /// ([`Origin::Memory`] when this process already had it).
     pub async fn load_with_origin(&self, path: &Path) -> Result<(Arc<Loaded>, Origin), GenError> {
         let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
+        let is_script = path.extension().is_some_and(|e| e == "py");
+        let component = if is_script {
+            self.python_runner
+                .as_deref()
+                .ok_or_else(|| load_err(NO_RUNNER.to_string()))?
+        } else {
+            path
+        };
         let manifest_path = Manifest::path_for(path);
-        let wasm_stamp = Stamp::of(path)
-            .map_err(|e| load_err(format!("cannot stat {}: {e}", path.display())))?
-            .ok_or_else(|| load_err(format!("{} does not exist", path.display())))?;
-        let manifest_stamp = Stamp::of(&manifest_path)
-            .map_err(|e| load_err(format!("cannot stat {}: {e}", manifest_path.display())))?;
+        let stamp = |p: &Path| {
+            Stamp::of(p).map_err(|e| load_err(format!("cannot stat {}: {e}", p.display())))
+        };
+        let stamps = Stamps {
+            wasm: stamp(component)?
+                .ok_or_else(|| load_err(format!("{} does not exist", component.display())))?,
+            manifest: stamp(&manifest_path)?,
+            script: if is_script { stamp(path)? } else { None },
+        };
+        if is_script && stamps.script.is_none() {
+            return Err(load_err(format!("{} does not exist", path.display())));
+        }
 
-        if let Some(hit) = self.lookup(path, wasm_stamp, manifest_stamp) {
+        if let Some(hit) = self.lookup(path, stamps) {
             return Ok((hit, Origin::Memory));
         }
 
         let started = Instant::now();
-        let manifest = match manifest_stamp {
+        if let Some(both) = Manifest::ambiguity(path) {
+            return Err(load_err(both));
+        }
+        let manifest = match stamps.manifest {
             None => Manifest::default(),
             Some(_) => {
                 let text = files::read_text(&manifest_path, MAX_MANIFEST_BYTES)
@@ -209,8 +254,16 @@ impl ComponentCache {
             .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
         let http = HttpGrant::from_section(&manifest.http)
             .map_err(|e| load_err(format!("manifest {}: {e}", manifest_path.display())))?;
+        let script = if is_script {
+            let text = files::read_text(path, MAX_SCRIPT_BYTES)
+                .await
+                .map_err(|e| load_err(e.to_string()))?;
+            Some(Arc::<str>::from(text))
+        } else {
+            None
+        };
 
-        let bytes = files::read(path, self.compile.limits.max_component_bytes)
+        let bytes = files::read(component, self.compile.limits.max_component_bytes)
             .await
             .map_err(|e| load_err(e.to_string()))?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -224,29 +277,23 @@ impl ComponentCache {
             config: manifest.config_pairs().into(),
             http: Arc::new(http),
             manifest,
+            script,
             origin,
             load_time: started.elapsed(),
         });
-        self.remember(path, wasm_stamp, manifest_stamp, loaded.clone());
+        self.remember(path, stamps, loaded.clone());
         Ok((loaded, origin))
     }
 
-    fn lookup(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>) -> Option<Arc<Loaded>> {
+    fn lookup(&self, path: &Path, stamps: Stamps) -> Option<Arc<Loaded>> {
         let map = crate::sync::lock(&self.by_path);
         let entry = map.get(path)?;
-        (entry.wasm == wasm && entry.manifest == manifest).then(|| entry.loaded.clone())
+        (entry.stamps == stamps).then(|| entry.loaded.clone())
     }
 
-    fn remember(&self, path: &Path, wasm: Stamp, manifest: Option<Stamp>, loaded: Arc<Loaded>) {
+    fn remember(&self, path: &Path, stamps: Stamps, loaded: Arc<Loaded>) {
         let mut map = crate::sync::lock(&self.by_path);
-        map.insert(
-            path.to_path_buf(),
-            ByPath {
-                wasm,
-                manifest,
-                loaded,
-            },
-        );
+        map.insert(path.to_path_buf(), ByPath { stamps, loaded });
         // Drop compiled versions no path refers to any more (old builds of a file).
         let live: std::collections::HashSet<&str> =
             map.values().map(|e| e.loaded.hash.as_str()).collect();

@@ -64,23 +64,44 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A failed generator run.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("{kind}: {message}")]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", self.error_type())]
 pub struct GenError {
-    /// What kind of failure; serialised as `error_type`.
-    #[serde(rename = "error_type")]
+    /// What kind of failure: what callers branch on (metrics, the low-priority lane).
     pub kind: ErrorKind,
     /// What went wrong, in words; serialised as `error_message`. A guest's words are
     /// redacted of secrets and cut to a bounded size before they get here.
-    #[serde(rename = "error_message")]
     pub message: String,
     /// Python-style traceback, most recent call last. Always present: when the guest
     /// has no frames to show (a parse error, a load error) it says where the failure
     /// was detected instead.
     pub traceback: String,
+    /// The class name of the exception a `.py` generator raised (`ValueError`,
+    /// `HTTPError`...), which is its `error_type` as prometheus-http-sd 3.x cached it;
+    /// `kind` is then [`ErrorKind::Generator`] (or the limit it stood for).
+    pub exception: Option<String>,
+}
+
+impl Serialize for GenError {
+    /// `{"error_type", "error_message", "traceback"}`, the fields of the wire format's
+    /// `error_details`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("GenError", 3)?;
+        st.serialize_field("error_type", self.error_type())?;
+        st.serialize_field("error_message", &self.message)?;
+        st.serialize_field("traceback", &self.traceback)?;
+        st.end()
+    }
 }
 
 impl GenError {
+    /// The `error_type` of the wire format: the exception's class name for a `.py`
+    /// generator's own exception, else the kind's name.
+    pub fn error_type(&self) -> &str {
+        self.exception.as_deref().unwrap_or(self.kind.as_str())
+    }
+
     /// An error detected by the host, outside any guest frame.
     pub fn host(kind: ErrorKind, generator: &Path, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -94,6 +115,7 @@ impl GenError {
             kind,
             message,
             traceback,
+            exception: None,
         }
     }
 
@@ -111,22 +133,33 @@ impl GenError {
             kind: ErrorKind::Generator,
             message,
             traceback,
+            exception: None,
         }
     }
 
     /// `original` told again as a `kind` error with `message`: the same frames, a new
     /// last line.
     pub fn guest_kind(kind: ErrorKind, message: String, original: GenError) -> Self {
-        let last = format!("{}: {}", original.kind, original.message);
-        let frames = match original.traceback.rfind(&last) {
-            Some(at) => &original.traceback[..at],
-            None => original.traceback.as_str(),
+        let frames = if original.exception.is_some() {
+            // Python's last line names the exception as Python prints it
+            // (`requests.exceptions.ConnectionError: ...`): the frames end before it.
+            match original.traceback.trim_end().rfind('\n') {
+                Some(at) => &original.traceback[..=at],
+                None => "",
+            }
+        } else {
+            let last = format!("{}: {}", original.kind, original.message);
+            match original.traceback.rfind(&last) {
+                Some(at) => &original.traceback[..at],
+                None => original.traceback.as_str(),
+            }
         };
         let traceback = format!("{frames}{kind}: {message}");
         GenError {
             kind,
             message,
             traceback,
+            exception: None,
         }
     }
 
@@ -143,6 +176,7 @@ impl GenError {
             kind,
             message,
             traceback,
+            exception: None,
         }
     }
 }

@@ -65,9 +65,39 @@ pub struct CheckSection {
 }
 
 impl Manifest {
-    /// Where the manifest of `generator` lives: same directory, same stem, `.toml`.
+    /// Where the manifest of `generator` lives: same directory, same stem, `.toml`
+    /// (`foo.toml` next to `foo.wasm` or `foo.py`), or the same with a leading `_`
+    /// (`_foo.toml`): prometheus-http-sd 3.x skips `_` names, so a tree it shares with
+    /// httpsd during a migration keeps manifests there (any other file stops its
+    /// workers with "Unknown File Type"). Without either, the plain name (absent).
     pub fn path_for(generator: &Path) -> PathBuf {
-        generator.with_extension("toml")
+        let plain = generator.with_extension("toml");
+        if plain.exists() {
+            return plain;
+        }
+        let hidden = plain
+            .file_name()
+            .map(|name| plain.with_file_name(format!("_{}", name.to_string_lossy())));
+        match hidden {
+            Some(hidden) if hidden.exists() => hidden,
+            _ => plain,
+        }
+    }
+
+    /// Both manifest names exist for `generator`: which one is meant cannot be told,
+    /// so its load fails with this message naming them.
+    pub fn ambiguity(generator: &Path) -> Option<String> {
+        let plain = generator.with_extension("toml");
+        let name = plain.file_name()?.to_string_lossy().into_owned();
+        let hidden = plain.with_file_name(format!("_{name}"));
+        (plain.exists() && hidden.exists()).then(|| {
+            format!(
+                "{} and {} are both manifests of {}: keep one",
+                plain.display(),
+                hidden.display(),
+                generator.display()
+            )
+        })
     }
 
     /// Parses manifest text; the error names the file and the offending key.
@@ -127,6 +157,23 @@ mod tests {
         let err = missing.secret_pairs().await.unwrap_err();
         assert!(err.contains("HTTPSD_TEST_UNSET_VARIABLE"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_manifest_may_hide_from_prometheus_http_sd_behind_an_underscore() {
+        let dir = tempfile::tempdir().unwrap();
+        let generator = dir.path().join("svc.py");
+        assert_eq!(Manifest::path_for(&generator), dir.path().join("svc.toml"));
+        std::fs::write(dir.path().join("_svc.toml"), "").unwrap();
+        assert_eq!(Manifest::path_for(&generator), dir.path().join("_svc.toml"));
+        assert!(Manifest::ambiguity(&generator).is_none());
+        std::fs::write(dir.path().join("svc.toml"), "").unwrap();
+        assert_eq!(Manifest::path_for(&generator), dir.path().join("svc.toml"));
+        let both = Manifest::ambiguity(&generator).unwrap();
+        assert!(
+            both.contains("_svc.toml") && both.contains("keep one"),
+            "{both}"
+        );
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct RuntimeConfig {
     pub max_outbound_connections: u32,
     /// Linear memory all runs together may hold ([`limits::MemoryBudget`]).
     pub guest_memory_budget: u64,
+    /// The Python runner component every `.py` generator runs in; `None`: `.py`
+    /// generators fail to load, saying how to get it.
+    pub python_runner: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +71,7 @@ impl Default for RuntimeConfig {
             compiler: compile::Compiler::InProcess,
             max_outbound_connections: 256,
             guest_memory_budget: limits::MemoryBudget::default_limit(),
+            python_runner: None,
         }
     }
 }
@@ -116,6 +120,34 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
+/// Who asked for a run, beyond its parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The generator's path in the target tree, as a `.py` generator's traceback names
+    /// it; `None`: its file name.
+    pub name: Option<String>,
+    /// `httpsd check` runs it: a `.py` generator then runs `test_generate_targets`
+    /// when it defines one.
+    pub check: bool,
+}
+
+impl Invocation {
+    /// The Python runner's script for a run of `loaded`, if it is one.
+    fn script(&self, path: &Path, loaded: &Loaded) -> Option<capability::script::Script> {
+        let source = loaded.script.clone()?;
+        let name = self.name.clone().unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        Some(capability::script::Script {
+            name,
+            source,
+            check: self.check,
+        })
+    }
+}
+
 /// The outcome of one run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -154,6 +186,7 @@ impl Runtime {
             linker,
             config.defaults,
             config.cache_dir.clone(),
+            config.python_runner.clone(),
             cache::CompileSettings {
                 compiler: config.compiler.clone(),
                 limits: config.compile,
@@ -188,14 +221,30 @@ impl Runtime {
 
     /// Runs the generator at `path` with `params` and validates its output.
     pub async fn run(&self, path: &Path, params: &[(String, String)]) -> RunReport {
+        self.run_as(path, params, &Invocation::default()).await
+    }
+
+    /// [`Runtime::run`] for `invocation` (how the generator is named, whether `check`
+    /// runs it).
+    pub async fn run_as(
+        &self,
+        path: &Path,
+        params: &[(String, String)],
+        invocation: &Invocation,
+    ) -> RunReport {
         let params = params.to_vec();
         let (result, stats, limits) = self
-            .in_sandbox(path, Transfer::Output, move |store, instance| {
-                Box::pin(async move {
-                    let generator = Generator::new(&mut *store, &instance)?;
-                    generator.call_generate(store, &params).await
-                })
-            })
+            .in_sandbox(
+                path,
+                invocation,
+                Transfer::Output,
+                move |store, instance| {
+                    Box::pin(async move {
+                        let generator = Generator::new(&mut *store, &instance)?;
+                        generator.call_generate(store, &params).await
+                    })
+                },
+            )
             .await;
         let result = result.and_then(|groups| {
             let groups: Vec<TargetGroup> = groups
@@ -218,6 +267,7 @@ impl Runtime {
         self: &Arc<Self>,
         path: &Path,
         params: &[(String, String)],
+        invocation: &Invocation,
     ) -> RunReport {
         // The run's own CPU: what its polls took, less loading the component.
         let charged = |(mut report, cpu): (RunReport, Duration)| {
@@ -225,12 +275,16 @@ impl Runtime {
             report
         };
         let report = match self.quarantine.lane(path) {
-            None => charged(quarantine::CpuTimed::new(self.run(path, params)).await),
+            None => charged(quarantine::CpuTimed::new(self.run_as(path, params, invocation)).await),
             Some(lane) => {
-                let (runtime, owned_path, params) =
-                    (self.clone(), path.to_path_buf(), params.to_vec());
+                let (runtime, owned_path, params, invocation) = (
+                    self.clone(),
+                    path.to_path_buf(),
+                    params.to_vec(),
+                    invocation.clone(),
+                );
                 let task = lane.spawn(quarantine::CpuTimed::new(async move {
-                    runtime.run(&owned_path, &params).await
+                    runtime.run_as(&owned_path, &params, &invocation).await
                 }));
                 let mut report = match task.await {
                     Ok(timed) => charged(timed),
@@ -266,14 +320,21 @@ impl Runtime {
             return Ok(None);
         };
         let (result, _, _) = self
-            .in_sandbox(path, Transfer::CheckParams, move |store, instance| {
-                Box::pin(async move {
-                    let func = instance
-                        .get_typed_func::<(), (Vec<Vec<(String, String)>>,)>(&mut *store, index)?;
-                    let (sets,) = func.call_async(&mut *store, ()).await?;
-                    Ok(Ok(sets))
-                })
-            })
+            .in_sandbox(
+                path,
+                &Invocation::default(),
+                Transfer::CheckParams,
+                move |store, instance| {
+                    Box::pin(async move {
+                        let func = instance.get_typed_func::<(), (Vec<Vec<(String, String)>>,)>(
+                            &mut *store,
+                            index,
+                        )?;
+                        let (sets,) = func.call_async(&mut *store, ()).await?;
+                        Ok(Ok(sets))
+                    })
+                },
+            )
             .await;
         let sets = result?;
         if sets.len() > limits::MAX_CHECK_PARAM_SETS {
@@ -296,6 +357,7 @@ impl Runtime {
     async fn in_sandbox<R, F>(
         &self,
         path: &Path,
+        invocation: &Invocation,
         transfer: Transfer,
         call: F,
     ) -> (Result<R, GenError>, RunStats, Limits)
@@ -309,7 +371,9 @@ impl Runtime {
     {
         let started = Instant::now();
         let mut stats = RunStats::default();
-        let result = self.run_steps(path, transfer, call, &mut stats).await;
+        let result = self
+            .run_steps(path, invocation, transfer, call, &mut stats)
+            .await;
         stats.duration = started.elapsed();
         let limits = stats.limits.unwrap_or_default();
         (result, stats, limits)
@@ -318,6 +382,7 @@ impl Runtime {
     async fn run_steps<R, F>(
         &self,
         path: &Path,
+        invocation: &Invocation,
         transfer: Transfer,
         call: F,
         stats: &mut RunStats,
@@ -348,7 +413,8 @@ impl Runtime {
             memory_budget: self.memory_budget.clone(),
             consume_fuel: self.consume_fuel,
         };
-        let mut sandbox = Sandbox::new(&shared, &loaded, secrets, transfer, path)?;
+        let script = invocation.script(path, &loaded);
+        let mut sandbox = Sandbox::new(&shared, &loaded, secrets, transfer, path, script)?;
         let outcome = sandbox.call(&loaded, call, stats).await;
         let ended = sandbox.end(outcome, stats);
         ended.result(path, &stats.logs)

@@ -4,6 +4,7 @@
 //! on a refused HTTP request, and [`redact_and_cut`] the guest's words on their way out.
 
 use super::cache::Loaded;
+use super::capability::script::{Script, ScriptFailure, ScriptRun, SoftLimits};
 use super::capability::{Grants, RunState, WitError, log};
 use super::error::{self, ErrorKind, GenError};
 use super::limits::{self, Limits, MemoryBudget, MemoryCap};
@@ -84,6 +85,9 @@ pub(super) struct Ended<R> {
     outcome: CallOutcome<R>,
     memory_refusal: Option<String>,
     http_denied: Option<String>,
+    /// A `.py` run's own report of its failure, and the limit it was told to stop at.
+    script_failure: Option<ScriptFailure>,
+    script_stopped: Option<String>,
     redactions: Vec<String>,
     deadline: Instant,
     limits: Limits,
@@ -92,14 +96,16 @@ pub(super) struct Ended<R> {
 }
 
 impl Sandbox {
-    /// A fresh store for one run of `loaded`, its log (redacting `secrets`) and every
-    /// limit applied ([`limits::apply`]).
+    /// A fresh store for one run of `loaded` (of `script` when it is the Python
+    /// runner), its log (redacting `secrets`) and every limit applied
+    /// ([`limits::apply`]).
     pub fn new(
         shared: &Shared<'_>,
         loaded: &Loaded,
         secrets: Vec<(String, String)>,
         transfer: Transfer,
         path: &Path,
+        script: Option<Script>,
     ) -> Result<Sandbox, GenError> {
         let limits = loaded.limits;
         let redactions = log::redaction_list(&secrets);
@@ -115,7 +121,9 @@ impl Sandbox {
             outbound: shared.outbound.clone(),
         };
         let memory = MemoryCap::new(limits.memory_bytes).within(shared.memory_budget.clone());
-        let state = RunState::new(memory, log.clone(), grants, deadline);
+        let fuel = if shared.consume_fuel { limits.fuel } else { 0 };
+        let script = ScriptRun::new(script, SoftLimits::new(deadline, limits.timeout, fuel));
+        let state = RunState::new(memory, log.clone(), grants, deadline, script);
         let mut store = Store::new(shared.engine, state);
         let lift_budget = transfer.budget(&limits);
         limits::apply(&mut store, &limits, lift_budget, shared.consume_fuel, |s| {
@@ -178,12 +186,16 @@ impl Sandbox {
         stats.http_requests = data.http.requests();
         let memory_refusal = data.memory.refusal();
         let http_denied = data.http.denied().map(str::to_string);
+        let script_failure = data.script.failure().cloned();
+        let script_stopped = data.script.stopped().map(str::to_string);
         drop(self.store);
         (stats.logs, stats.logs_dropped) = crate::sync::lock(&self.log).finish();
         Ended {
             outcome,
             memory_refusal,
             http_denied,
+            script_failure,
+            script_stopped,
             redactions: self.redactions,
             deadline: self.deadline,
             limits: self.limits,
@@ -213,6 +225,17 @@ fn classify<R>(
     redactions: &[String],
 ) -> Result<R, GenError> {
     let limits = ended.limits;
+    // A `.py` generator's exception, as the Python runner reported it.
+    if let Ok(Ok(Err(guest_error))) = &ended.outcome
+        && let Some(failure) = ended.script_failure
+    {
+        return Err(python_error(
+            failure,
+            ended.script_stopped,
+            ended.memory_refusal.is_some(),
+            guest_words(&guest_error.message, redactions),
+        ));
+    }
     match ended.outcome {
         Ok(Ok(Ok(value))) => Ok(value),
         // Its deadline passed while it waited in a host call (an HTTP request cut at
@@ -259,6 +282,39 @@ fn classify<R>(
             ),
             None,
         )),
+    }
+}
+
+/// The exception a `.py` generator ended in, in the terms prometheus-http-sd 3.x
+/// cached it: `error_type` is its class name and the traceback is Python's. Its
+/// `kind` is what it stands for: a `TimeoutError` the runner raised because the run
+/// was told to stop is the run's timeout, a `MemoryError` after the memory cap refused
+/// to grow is the cap; anything else is the generator's own error.
+fn python_error(
+    failure: ScriptFailure,
+    stopped: Option<String>,
+    memory_refused: bool,
+    message: String,
+) -> GenError {
+    let ScriptFailure {
+        error_type,
+        traceback,
+    } = failure;
+    let (kind, message) = match (error_type.as_str(), stopped) {
+        ("TimeoutError", Some(limit)) => (
+            ErrorKind::Timeout,
+            format!("Generator exceeded timeout limit: {limit}"),
+        ),
+        ("MemoryError", _) if memory_refused => (ErrorKind::Memory, message),
+        ("InvalidOutput", _) => (ErrorKind::InvalidOutput, message),
+        _ => (ErrorKind::Generator, message),
+    };
+    let exception = (kind == ErrorKind::Generator).then_some(error_type);
+    GenError {
+        kind,
+        message,
+        traceback,
+        exception,
     }
 }
 

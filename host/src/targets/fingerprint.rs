@@ -39,7 +39,7 @@ impl Fingerprinter {
             hasher.update(g.rel.as_bytes());
             hasher.update(&[0]);
             self.hash_file(&g.abs, &mut hasher);
-            if g.kind == super::GeneratorKind::Wasm {
+            if g.kind.runs_in_sandbox() {
                 self.hash_file(&Manifest::path_for(&g.abs), &mut hasher);
             }
         }

@@ -4,7 +4,7 @@
 use super::static_file::{self, Format};
 use super::tree::{GeneratorFile, GeneratorKind};
 use crate::model::TargetGroup;
-use crate::runtime::{GenError, RunStats, Runtime};
+use crate::runtime::{GenError, Invocation, RunStats, Runtime};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,8 +52,8 @@ pub struct PathOutcome {
 }
 
 /// Runs `generators` concurrently and merges their groups in the given order (sorted by
-/// relative path by [`super::TargetTree::generators`]). Params reach `.wasm` generators
-/// only; static files have no use for them. If any generator fails, the path fails: a
+/// relative path by [`super::TargetTree::generators`]). Params reach `.wasm` and `.py`
+/// generators only; static files have no use for them. If any generator fails, the path fails: a
 /// partial answer would make Prometheus drop the missing targets.
 pub async fn run_path(
     runtime: &Arc<Runtime>,
@@ -62,7 +62,7 @@ pub async fn run_path(
 ) -> PathOutcome {
     if let [only] = generators {
         // One generator (the common case): no task to spawn, nothing to merge.
-        let (report, groups) = run_one(runtime, only.clone(), params.to_vec()).await;
+        let (report, groups) = run_one(runtime, only.clone(), params.to_vec(), false).await;
         let result = match (&report.error, groups) {
             (Some(error), _) => Err(PathFailure {
                 generator: report.generator.clone(),
@@ -79,7 +79,7 @@ pub async fn run_path(
         let runtime = runtime.clone();
         let params = params.to_vec();
         // Spawned so CPU-bound guests of one path use every core.
-        tokio::spawn(async move { run_one(&runtime, g, params).await })
+        tokio::spawn(async move { run_one(&runtime, g, params, false).await })
     });
     let mut reports = Vec::with_capacity(generators.len());
     let mut groups_by_generator = Vec::with_capacity(generators.len());
@@ -124,15 +124,23 @@ pub async fn run_path(
     PathOutcome { result, reports }
 }
 
-/// Runs one generator (or parses one static file) and reports.
+/// Runs one generator (or parses one static file) and reports; `check`: for `httpsd
+/// check` (a `.py` generator then runs its `test_generate_targets`).
 pub async fn run_one(
     runtime: &Arc<Runtime>,
     generator: GeneratorFile,
     params: Vec<(String, String)>,
+    check: bool,
 ) -> (GeneratorReport, Option<Vec<TargetGroup>>) {
     let (result, stats) = match generator.kind {
-        GeneratorKind::Wasm => {
-            let report = runtime.run_fairly(&generator.abs, &params).await;
+        GeneratorKind::Wasm | GeneratorKind::Python => {
+            let invocation = Invocation {
+                name: Some(generator.rel.clone()),
+                check,
+            };
+            let report = runtime
+                .run_fairly(&generator.abs, &params, &invocation)
+                .await;
             (report.result, report.stats)
         }
         GeneratorKind::Json | GeneratorKind::Yaml => {
@@ -162,7 +170,7 @@ pub async fn run_one(
             (result, stats)
         }
     };
-    let params = if generator.kind == GeneratorKind::Wasm {
+    let params = if generator.kind.runs_in_sandbox() {
         params
     } else {
         Vec::new()

@@ -15,16 +15,29 @@ use std::path::{Path, PathBuf};
 pub enum GeneratorKind {
     /// `.wasm`: a component run in the sandbox.
     Wasm,
+    /// `.py`: a prometheus-http-sd style generator, run in the sandbox by the Python
+    /// runner component.
+    Python,
     /// `.json`: a static list of target groups, served as written.
     Json,
     /// `.yaml` or `.yml`: the same as `.json`, in YAML.
     Yaml,
 }
 
+/// The file extensions of generators, as the error for a directory without one lists
+/// them.
+pub const GENERATOR_EXTENSIONS: [&str; 5] = ["wasm", "py", "json", "yaml", "yml"];
+
 impl GeneratorKind {
+    /// Whether it runs in the sandbox (and so takes the query parameters).
+    pub fn runs_in_sandbox(self) -> bool {
+        matches!(self, GeneratorKind::Wasm | GeneratorKind::Python)
+    }
+
     fn from_path(path: &Path) -> Option<GeneratorKind> {
         match path.extension()?.to_str()? {
             "wasm" => Some(GeneratorKind::Wasm),
+            "py" => Some(GeneratorKind::Python),
             "json" => Some(GeneratorKind::Json),
             "yaml" | "yml" => Some(GeneratorKind::Yaml),
             _ => None,
@@ -96,7 +109,7 @@ impl TargetTree {
         }
         if let Some((last, parent)) = path.segments().split_last() {
             let parent = parent.iter().fold(self.root.clone(), |p, s| p.join(s));
-            for ext in ["wasm", "json", "yaml", "yml"] {
+            for ext in GENERATOR_EXTENSIONS {
                 let candidate = parent.join(format!("{last}.{ext}"));
                 if let Some(file) = self.inside(&candidate).filter(|f| f.is_file()) {
                     exists = true;

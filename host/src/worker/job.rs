@@ -361,13 +361,13 @@ impl Attempt<'_> {
         tracing::warn!(
             full_path = %self.job.full_path,
             generator = %failure.generator,
-            error_type = %failure.error.kind,
+            error_type = %failure.error.error_type(),
             "generation failed: {}",
             failure.error.message
         );
         let kind = failure.error.kind;
         let details = ErrorDetails {
-            error_type: kind.as_str().to_string(),
+            error_type: failure.error.error_type().to_string(),
             error_message: failure.error.message,
             traceback: failure.error.traceback,
             worker_id: self.worker_id.to_string(),
@@ -482,7 +482,7 @@ fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {
             }
         }
         m.duration.observe(r.stats.duration.as_secs_f64());
-        if r.kind == crate::targets::GeneratorKind::Wasm {
+        if r.kind.runs_in_sandbox() {
             m.instantiate.observe(r.stats.instantiate.as_secs_f64());
             m.fuel.inc_by(r.stats.fuel_used);
             m.cpu.inc_by(r.stats.cpu.as_secs_f64());

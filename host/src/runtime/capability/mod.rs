@@ -9,6 +9,7 @@
 //! | secrets | [`secrets`] | `[secrets]` | `config.secret`, redacted from everything a run leaves |
 //! | outbound HTTP | [`http`] | `[http]` | wasi:http behind the allow-list and its caps |
 //! | wall clock | [`clock`] | `[limits] timeout` | monotonic-clock waits cut at the run's deadline |
+//! | script | [`script`] | — | the Python runner's `.py` file and its budget, a failure in Python's terms |
 //!
 //! Everything else WASI offers is there but denied: a [`WasiCtx`] with no files, no
 //! environment, no arguments and no sockets.
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod script;
 pub mod secrets;
 
 use super::limits::MemoryCap;
@@ -69,17 +71,21 @@ pub struct RunState {
     /// Outbound HTTP: the request count and a refused request are read after the run.
     pub http: http::OutboundHttp,
     clock: clock::WallClock,
+    /// The `.py` generator a Python runner run executes, and how it reported its end.
+    pub script: script::ScriptRun,
 }
 
 impl RunState {
     /// The state of one run: WASI with no files, environment, arguments or sockets,
     /// stdout and stderr going to `run_log`, and the grants' capabilities. `deadline`
-    /// ends HTTP waits and clock sleeps with the run.
+    /// ends HTTP waits and clock sleeps with the run; `script` is what a run of the
+    /// Python runner executes.
     pub fn new(
         memory: MemoryCap,
         run_log: Arc<Mutex<log::RunLog>>,
         grants: Grants,
         deadline: Instant,
+        script: script::ScriptRun,
     ) -> Self {
         let log = log::GuestLog::new(run_log);
         let wasi = WasiCtxBuilder::new()
@@ -98,6 +104,7 @@ impl RunState {
             config: config::Config::new(grants.config),
             secrets: secrets::Secrets::new(grants.secrets),
             clock: clock::WallClock::new(deadline),
+            script,
         }
     }
 }
@@ -125,6 +132,7 @@ const CAPABILITIES: &[AddToLinker] = &[
     secrets::add_to_linker,
     http::add_to_linker,
     clock::add_to_linker,
+    script::add_to_linker,
 ];
 
 /// Builds the linker every generator is instantiated against: WASI p2 (denied by
