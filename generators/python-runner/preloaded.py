@@ -90,6 +90,7 @@ import xml.etree.ElementTree
 import zlib
 
 import yaml
+import httpsd
 import requests
 import requests.auth
 import requests.exceptions

@@ -36,6 +36,13 @@ pub struct GeneratorMetrics {
     pub log_dropped: IntCounter,
     /// See `cpu`.
     pub http_requests: IntCounter,
+    /// prometheus-http-sd 3.0.6's names, for the dashboards built on them:
+    /// `httpsd_generator_requests_total{status="success"}`,
+    pub requests_success: IntCounter,
+    /// `{status="fail"}`,
+    pub requests_fail: IntCounter,
+    /// and `httpsd_generator_last_generated_targets` (the same count as `targets`).
+    pub last_generated_targets: IntGauge,
 }
 
 /// The embedded store's metrics (`httpsd serve` only: registered when its store asks,
@@ -97,6 +104,10 @@ pub struct Metrics {
     pub generator_log_dropped: IntCounterVec,
     /// `{generator}`: outbound HTTP requests made.
     pub generator_http_requests: IntCounterVec,
+    /// `{generator,status}` (success, fail): prometheus-http-sd 3.x's run counter.
+    pub generator_requests: IntCounterVec,
+    /// `{generator}`: prometheus-http-sd 3.x's name for the last run's target count.
+    pub generator_last_generated_targets: IntGaugeVec,
     /// `{reason}`: refresh-ahead, generator-changed, reload, miss, expired.
     pub jobs_enqueued: IntCounterVec,
     /// Jobs the reaper moved back to the queue after their worker vanished.
@@ -278,6 +289,8 @@ struct GeneratorFamilies {
     memory_peak: IntGaugeVec,
     log_dropped: IntCounterVec,
     http_requests: IntCounterVec,
+    requests: IntCounterVec,
+    last_generated_targets: IntGaugeVec,
 }
 
 impl GeneratorFamilies {
@@ -346,6 +359,18 @@ impl GeneratorFamilies {
                 "Outbound HTTP requests a generator's runs made (refused ones included).",
                 g,
             ),
+            requests: counter(
+                r,
+                "httpsd_generator_requests_total",
+                "The total count that this generator executed, status can be success/fail (prometheus-http-sd 3.x's name; httpsd_generator_runs_total says which error).",
+                &["generator", "status"],
+            ),
+            last_generated_targets: gauge(
+                r,
+                "httpsd_generator_last_generated_targets",
+                "The target count that this generator gets during its last execution (prometheus-http-sd 3.x's name for httpsd_generator_last_targets).",
+                g,
+            ),
         }
     }
 }
@@ -380,6 +405,8 @@ impl Metrics {
             generator_memory_peak: generators.memory_peak,
             generator_log_dropped: generators.log_dropped,
             generator_http_requests: generators.http_requests,
+            generator_requests: generators.requests,
+            generator_last_generated_targets: generators.last_generated_targets,
             registry,
             generators: Mutex::new(HashMap::new()),
             memory_store: OnceLock::new(),
@@ -430,6 +457,13 @@ impl Metrics {
             memory_peak: self.generator_memory_peak.with_label_values(&[name]),
             log_dropped: self.generator_log_dropped.with_label_values(&[name]),
             http_requests: self.generator_http_requests.with_label_values(&[name]),
+            requests_success: self
+                .generator_requests
+                .with_label_values(&[name, "success"]),
+            requests_fail: self.generator_requests.with_label_values(&[name, "fail"]),
+            last_generated_targets: self
+                .generator_last_generated_targets
+                .with_label_values(&[name]),
         });
         memo.insert(name.to_string(), handles.clone());
         handles

@@ -511,19 +511,46 @@ pub struct ParsedEntry {
     pub results: bytes::Bytes,
     /// Bytes of the whole entry as fetched (what keeping it costs in memory).
     pub size: usize,
+    /// Targets in `results`, summed over the groups: the worker's count, or counted
+    /// here for another writer's entry; `None` when the results are not groups.
+    pub targets: Option<usize>,
 }
 
 impl ParsedEntry {
     /// Parses a fetched entry as [`EntryView::parse`] does, keeping slices of `bytes`.
     pub fn parse(bytes: &bytes::Bytes) -> Result<ParsedEntry, serde_json::Error> {
         let view = EntryView::parse(bytes)?;
+        let targets = view
+            .httpsd
+            .as_ref()
+            .and_then(|m| m.targets)
+            .or_else(|| count_targets(view.results));
         Ok(ParsedEntry {
             updated_timestamp: view.updated_timestamp,
             fingerprint: view.fingerprint().map(|f| bytes.slice_ref(f.as_bytes())),
             results: bytes.slice_ref(view.results.as_bytes()),
             size: bytes.len(),
+            targets,
         })
     }
+}
+
+/// Targets in a `results` array another writer made (prometheus-http-sd 3.x writes no
+/// count); `None` when it is not an array of groups.
+fn count_targets(results: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Group {
+        #[serde(default)]
+        targets: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let groups: Vec<Option<Group>> = serde_json::from_str(results).ok()?;
+    Some(
+        groups
+            .iter()
+            .flatten()
+            .map(|g| g.targets.as_ref().map_or(0, Vec::len))
+            .sum(),
+    )
 }
 
 /// `error_details` of `error:<full_path>`.

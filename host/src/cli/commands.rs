@@ -342,6 +342,9 @@ fn announce(listener: &tokio::net::TcpListener, prefix: &str, what: &str, tls: b
 
 /// `httpsd new NAME`: writes the crate and says what to do next.
 pub fn new(args: &super::NewArgs) -> ExitCode {
+    if args.lang == super::NewLang::Python {
+        return new_python(args);
+    }
     let dir = args
         .dir
         .clone()
@@ -367,6 +370,31 @@ pub fn new(args: &super::NewArgs) -> ExitCode {
                  httpsd check /srv/targets --path {name}",
                 dir = dir.display(),
                 name = args.name,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("httpsd new: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `httpsd new NAME --lang python`.
+fn new_python(args: &super::NewArgs) -> ExitCode {
+    let dir = args.dir.clone().unwrap_or_else(|| ".".into());
+    match super::new::create_python(&args.name, &dir) {
+        Ok(files) => {
+            println!("created:");
+            for f in &files {
+                println!("  {}", f.display());
+            }
+            println!(
+                "\nnext:\n  mkdir -p /srv/targets/{name} && cp {py} {toml} /srv/targets/{name}/\n  \
+                 httpsd check /srv/targets --path {name}",
+                name = args.name,
+                py = files[0].display(),
+                toml = files[1].display(),
             );
             ExitCode::SUCCESS
         }

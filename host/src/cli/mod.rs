@@ -105,16 +105,31 @@ impl CompileComponentArgs {
 /// `httpsd new NAME`.
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// The crate's name (letters, digits, '-' and '_').
+    /// The generator's name (letters, digits, '-' and '_').
     pub name: String,
 
-    /// Where to create it (default: ./NAME). Must not exist yet.
+    /// rust: a crate that builds to a component (in ./NAME); python: a drop-in
+    /// NAME.py and its manifest NAME.toml (in the current directory), no build step.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: NewLang,
+
+    /// Where to create it (default: ./NAME for rust, . for python). A Rust crate's
+    /// directory must not exist yet; Python files are never overwritten.
     #[arg(long)]
     pub dir: Option<PathBuf>,
 
     /// Depend on this generator-sdk checkout instead of a copy of the SDK.
     #[arg(long, value_name = "PATH")]
     pub sdk: Option<PathBuf>,
+}
+
+/// What `httpsd new` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NewLang {
+    /// A Rust crate using the generator SDK.
+    Rust,
+    /// A prometheus-http-sd style `.py` file, run as it is.
+    Python,
 }
 
 /// `httpsd server DIR`.

@@ -6,6 +6,9 @@
 //! WIT world this binary was built with (under `vendor/`): it builds anywhere with the
 //! `wasm32-wasip2` target and crates.io, and its component matches this host's world.
 //! `--sdk PATH` depends on an SDK checkout instead (for SDK development).
+//!
+//! `--lang python` writes a drop-in `NAME.py` (prometheus-http-sd style) and its
+//! manifest instead ([`create_python`]): no build step, it runs as it is.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -132,6 +135,34 @@ pub fn create(spec: &NewCrate) -> Result<Vec<String>, NewError> {
         std::fs::write(&path, text).map_err(io)?;
     }
     Ok(files.into_iter().map(|(rel, _)| rel).collect())
+}
+
+/// The drop-in Python generator and its manifest.
+const PYTHON_GENERATOR: &str = include_str!("new_templates/generator.py");
+const PYTHON_MANIFEST: &str = include_str!("new_templates/generator-py.toml");
+
+/// Writes `NAME.py` and `NAME.toml` into `dir` (created if missing) and returns their
+/// paths; refuses if either exists.
+pub fn create_python(name: &str, dir: &Path) -> Result<Vec<PathBuf>, NewError> {
+    validate_name(name)?;
+    let files = [
+        (dir.join(format!("{name}.py")), PYTHON_GENERATOR),
+        (dir.join(format!("{name}.toml")), PYTHON_MANIFEST),
+    ];
+    if let Some((existing, _)) = files.iter().find(|(p, _)| p.exists()) {
+        return Err(NewError::Exists(existing.clone()));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| NewError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (path, text) in &files {
+        std::fs::write(path, text).map_err(|source| NewError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(files.into_iter().map(|(p, _)| p).collect())
 }
 
 fn validate_name(name: &str) -> Result<(), NewError> {
@@ -279,6 +310,24 @@ mod tests {
         let toml = vendored_sdk_toml();
         assert!(toml.contains("wit-bindgen"), "{toml}");
         assert!(!toml.contains(".workspace"), "{toml}");
+    }
+
+    #[test]
+    fn a_python_generator_is_two_files_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = create_python("svc", dir.path()).unwrap();
+        assert_eq!(
+            files,
+            [dir.path().join("svc.py"), dir.path().join("svc.toml")]
+        );
+        let py = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(py.contains("def generate_targets(**params)"), "{py}");
+        assert!(py.contains("def test_generate_targets()"), "{py}");
+        let manifest = std::fs::read_to_string(&files[1]).unwrap();
+        assert!(crate::runtime::manifest::Manifest::parse(&manifest, &files[1]).is_ok());
+        let err = create_python("svc", dir.path()).unwrap_err();
+        assert!(matches!(err, NewError::Exists(_)), "{err}");
+        assert!(create_python("../x", dir.path()).is_err());
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub enum TargetsError {
     },
     /// 500: the target directory could not be read.
     TreeUnreadable,
+    /// 500 `{"error": "no runnable generator", "path", "message"}`: the path holds
+    /// files but no generator (an empty 200 would make Prometheus drop the job's
+    /// targets; a 500 makes it keep them).
+    NothingRunnable {
+        /// The path, under `/targets`.
+        path: String,
+        /// The files it holds, named ([`crate::targets::TreeError::NothingRunnable`]).
+        message: String,
+    },
     /// 503 with `Retry-After`: the store failed or refused.
     StoreUnavailable {
         /// The store's error, for the body's `message`.
@@ -101,6 +110,14 @@ impl IntoResponse for TargetsError {
             TargetsError::TreeUnreadable => json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot read the target directory",
+            ),
+            TargetsError::NothingRunnable { path, message } => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({
+                    "error": "no runnable generator",
+                    "path": path,
+                    "message": message,
+                }),
             ),
             TargetsError::StoreUnavailable { message } => retry_after(
                 json(

@@ -8,7 +8,7 @@ use crate::metrics::{Metrics, dir_labels};
 use crate::sync::unpoison;
 use crate::targets::{Indexed, PathIndex};
 use crate::wire::TargetRequest;
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -27,6 +27,8 @@ pub struct Prepared {
     expired: IntCounter,
     /// `httpsd_path_request_duration_seconds{path}`.
     pub duration: Histogram,
+    /// `httpsd_path_last_generated_targets{path}`, set on every 200 as 3.x's server did.
+    last_targets: IntGauge,
 }
 
 impl Prepared {
@@ -47,9 +49,18 @@ impl Prepared {
             duration: metrics
                 .path_request_duration
                 .with_label_values(&[display.as_str()]),
+            last_targets: metrics
+                .path_last_generated_targets
+                .with_label_values(&[display.as_str()]),
             req,
             indexed,
         }
+    }
+
+    /// A 200 served `targets` targets.
+    pub fn served_targets(&self, targets: usize) {
+        self.last_targets
+            .set(i64::try_from(targets).unwrap_or(i64::MAX));
     }
 
     /// Counts one answer by its `status` label.

@@ -72,11 +72,32 @@ pub async fn handle<S: Store>(
     };
     let answer = answer(&app, &prepared.req, &prepared.indexed.fingerprint).await;
     prepared.count(match &answer {
-        Ok(_) => "success",
+        Ok(served) => {
+            if let Some(targets) = served.targets {
+                prepared.served_targets(targets);
+            }
+            "success"
+        }
         Err(e) => e.status_label(),
     });
     prepared.duration.observe(started.elapsed().as_secs_f64());
-    answer.map(targets_response)
+    answer.map(|served| targets_response(served.results))
+}
+
+/// A 200's body and how many targets it holds (`None` for an entry that does not
+/// say, which is not counted).
+struct Served {
+    results: Bytes,
+    targets: Option<usize>,
+}
+
+impl Served {
+    fn of(entry: &ParsedEntry) -> Served {
+        Served {
+            results: entry.results.clone(),
+            targets: entry.targets,
+        }
+    }
 }
 
 /// What a well-formed, permitted request asks for.
@@ -126,6 +147,12 @@ async fn route<S: Store>(
             tracing::error!("cannot read the target directory: {msg}");
             return Err(TargetsError::TreeUnreadable);
         }
+        Err(e @ TreeError::NothingRunnable(_)) => {
+            return Err(TargetsError::NothingRunnable {
+                path: format!("/targets/{}", query.path.as_slash_path()),
+                message: e.to_string(),
+            });
+        }
     };
     let req = TargetRequest::new(query.path, query.params);
     Ok(if query.reload {
@@ -161,7 +188,7 @@ async fn answer<S: Store>(
     app: &Arc<App<S>>,
     req: &TargetRequest,
     fingerprint: &str,
-) -> Result<Bytes, TargetsError> {
+) -> Result<Served, TargetsError> {
     let ops = &app.cache_ops;
     let Some(entry) = cached_entry(app, req).await? else {
         ops.miss.inc();
@@ -173,7 +200,7 @@ async fn answer<S: Store>(
             if let Some(reason) = refresh {
                 enqueue_in_background(app, req, reason);
             }
-            Ok(entry.results.clone())
+            Ok(Served::of(&entry))
         }
         Judgement::Expired => {
             ops.expired.inc();
@@ -213,7 +240,7 @@ async fn regenerate<S: Store>(
     fingerprint: &str,
     reason: &'static str,
     otherwise: TargetsError,
-) -> Result<Bytes, TargetsError> {
+) -> Result<Served, TargetsError> {
     let job = new_job(req);
     enqueue(app, &job, reason)
         .await
@@ -333,7 +360,7 @@ async fn wait_for_result<S: Store>(
     app: &App<S>,
     req: &TargetRequest,
     fingerprint: &str,
-) -> Option<Bytes> {
+) -> Option<Served> {
     let wait = app.config.wait_on_miss;
     if wait.is_zero() {
         return None;
@@ -353,7 +380,7 @@ async fn wait_for_result<S: Store>(
         {
             app.cache_ops.hit.inc();
             // The results are a slice of the entry: no copy, no re-serialising.
-            return Some(entry.results);
+            return Some(Served::of(&entry));
         }
     }
 }

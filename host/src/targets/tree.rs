@@ -66,6 +66,29 @@ pub enum TreeError {
     /// A directory could not be read; the message names it.
     #[error("cannot read the target directory: {0}")]
     Io(String),
+    /// The path holds files, but none httpsd can run (a tree of prometheus-http-sd
+    /// files with a typo, a generator not yet built): an error naming them, never an
+    /// empty answer, which would make Prometheus drop every target of the job.
+    #[error("{}", nothing_runnable(.0))]
+    NothingRunnable(Vec<String>),
+}
+
+/// How many of the files a [`TreeError::NothingRunnable`] names.
+const NAMED_FILES: usize = 10;
+
+fn nothing_runnable(files: &[String]) -> String {
+    let mut named = files
+        .iter()
+        .take(NAMED_FILES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if files.len() > NAMED_FILES {
+        named.push_str(&format!(" and {} more", files.len() - NAMED_FILES));
+    }
+    format!(
+        "no generator httpsd can run here, only {named} (generators are .wasm, .py, .json, .yaml and .yml files; names starting with _ or . are skipped)"
+    )
 }
 
 /// The root directory of generators.
@@ -93,9 +116,10 @@ impl TargetTree {
     }
 
     /// The generators that answer `path`: everything under the directory `path`, and
-    /// the files `path.<ext>`; sorted by relative path. `NotFound` when neither exists.
+    /// the files `path.<ext>`; sorted by relative path. `NotFound` when neither exists,
+    /// `NothingRunnable` when the directory holds files but no generator.
     pub fn generators(&self, path: &TargetPath) -> Result<Vec<GeneratorFile>, TreeError> {
-        let mut found = Vec::new();
+        let mut found = Found::default();
         let mut exists = false;
         let mut visited = HashSet::new();
 
@@ -120,9 +144,17 @@ impl TargetTree {
         if !exists {
             return Err(TreeError::NotFound);
         }
-        found.sort_by(|a, b| a.rel.cmp(&b.rel));
-        found.dedup_by(|a, b| a.abs == b.abs);
-        Ok(found)
+        let Found {
+            mut generators,
+            mut others,
+        } = found;
+        if generators.is_empty() && !others.is_empty() {
+            others.sort();
+            return Err(TreeError::NothingRunnable(others));
+        }
+        generators.sort_by(|a, b| a.rel.cmp(&b.rel));
+        generators.dedup_by(|a, b| a.abs == b.abs);
+        Ok(generators)
     }
 
     /// The canonical form of `path` if it exists and stays under the root.
@@ -140,7 +172,7 @@ impl TargetTree {
         &self,
         dir: &Path,
         visited: &mut HashSet<PathBuf>,
-        found: &mut Vec<GeneratorFile>,
+        found: &mut Found,
     ) -> Result<(), TreeError> {
         if !visited.insert(dir.to_path_buf()) {
             return Ok(()); // a symlink loop, or two links to one directory
@@ -169,10 +201,7 @@ impl TargetTree {
         Ok(())
     }
 
-    fn push_file(&self, path: &Path, canonical: PathBuf, found: &mut Vec<GeneratorFile>) {
-        let Some(kind) = GeneratorKind::from_path(&canonical) else {
-            return;
-        };
+    fn push_file(&self, path: &Path, canonical: PathBuf, found: &mut Found) {
         // The name the operator sees is where the file sits in the tree, even when it
         // is a symlink to elsewhere under the root.
         let rel = path
@@ -182,12 +211,24 @@ impl TargetTree {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        found.push(GeneratorFile {
+        let Some(kind) = GeneratorKind::from_path(&canonical) else {
+            found.others.push(rel);
+            return;
+        };
+        found.generators.push(GeneratorFile {
             rel,
             abs: canonical,
             kind,
         });
     }
+}
+
+/// What a walk found: generators, and the other files (manifests, notes, anything
+/// httpsd does not run), which matter only when there is no generator at all.
+#[derive(Default)]
+struct Found {
+    generators: Vec<GeneratorFile>,
+    others: Vec<String>,
 }
 
 #[cfg(test)]
@@ -209,6 +250,13 @@ mod tests {
         fs::write(r.join("a/.hidden.json"), "[]").unwrap();
         fs::write(r.join("a/top.yml"), "[]").unwrap();
         fs::write(r.join("a/notes.txt"), "").unwrap();
+        fs::write(r.join("a/b/legacy.py"), "").unwrap();
+        fs::create_dir_all(r.join("unbuilt/_helpers")).unwrap();
+        fs::write(r.join("unbuilt/gen.toml"), "").unwrap();
+        fs::write(r.join("unbuilt/README.md"), "").unwrap();
+        fs::write(r.join("unbuilt/_helpers/h.py"), "").unwrap();
+        fs::create_dir_all(r.join("only-hidden")).unwrap();
+        fs::write(r.join("only-hidden/_h.py"), "").unwrap();
         fs::write(r.join("solo.json"), "[]").unwrap();
         let t = TargetTree::open(r).unwrap();
         (dir, t)
@@ -227,20 +275,51 @@ mod tests {
         let (_d, t) = tree();
         assert_eq!(
             rels(&t, "a"),
-            ["a/b/gen.wasm", "a/b/m.yaml", "a/b/z.json", "a/top.yml"]
+            [
+                "a/b/gen.wasm",
+                "a/b/legacy.py",
+                "a/b/m.yaml",
+                "a/b/z.json",
+                "a/top.yml"
+            ]
         );
         assert_eq!(
             rels(&t, "a/b"),
-            ["a/b/gen.wasm", "a/b/m.yaml", "a/b/z.json"]
+            ["a/b/gen.wasm", "a/b/legacy.py", "a/b/m.yaml", "a/b/z.json"]
         );
+        assert_eq!(rels(&t, "a/b/legacy"), ["a/b/legacy.py"]);
         assert_eq!(rels(&t, "solo"), ["solo.json"]);
         assert_eq!(rels(&t, "a/top"), ["a/top.yml"]);
         assert_eq!(rels(&t, "empty"), Vec::<String>::new());
-        assert_eq!(rels(&t, "").len(), 5);
+        assert_eq!(rels(&t, "only-hidden"), Vec::<String>::new());
+        assert_eq!(rels(&t, "").len(), 6);
         assert_eq!(
             t.generators(&TargetPath::parse("nope").unwrap()),
             Err(TreeError::NotFound)
         );
+    }
+
+    #[test]
+    fn files_without_a_generator_are_an_error_naming_them() {
+        let (_d, t) = tree();
+        let err = t
+            .generators(&TargetPath::parse("unbuilt").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TreeError::NothingRunnable(vec![
+                "unbuilt/README.md".to_string(),
+                "unbuilt/gen.toml".to_string()
+            ])
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("unbuilt/README.md, unbuilt/gen.toml") && text.contains(".py"),
+            "{text}"
+        );
+        let many: Vec<String> = (0..25).map(|i| format!("f{i:02}.txt")).collect();
+        let text = TreeError::NothingRunnable(many).to_string();
+        assert!(text.contains("f09.txt and 15 more"), "{text}");
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl Attempt<'_> {
                 Err(format!("no generator answers {}", request.display_path()))
             }
             Err(TreeError::Io(msg)) => Err(msg),
+            Err(e @ TreeError::NothingRunnable(_)) => Err(e.to_string()),
         }
     }
 
@@ -470,8 +471,11 @@ fn record_generators(metrics: &Metrics, reports: &[GeneratorReport]) {
             None => {
                 m.success.inc();
                 m.targets.set(r.targets as i64);
+                m.requests_success.inc();
+                m.last_generated_targets.set(r.targets as i64);
             }
             Some(e) => {
+                m.requests_fail.inc();
                 metrics
                     .generator_runs
                     .with_label_values(&[name, e.kind.as_str()])
