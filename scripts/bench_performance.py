@@ -108,6 +108,22 @@ class Workers:
             stop(p)
 
 
+def py_run_times(redis, pattern, most=5000):
+    """The generator's own run time (ms) in the run reports matching `pattern`."""
+    script = ("local out = {} for i, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+              "if i > tonumber(ARGV[2]) then break end out[#out + 1] = redis.call('GET', k) end return out")
+    times = []
+    for raw in redis.cmd("EVAL", script, "0", pattern, str(most)) or []:
+        try:
+            report = json.loads(raw)
+            times.extend(g["duration"] for g in report.get("generators", []) if "duration" in g)
+        except (ValueError, TypeError, KeyError):
+            continue
+    if not times:
+        raise SystemExit(f"no run reports under {pattern}")
+    return sorted(times)
+
+
 class Context:
     def __init__(self, work, redis, tree, env):
         self.work, self.redis, self.tree, self.env = work, redis, tree, env
@@ -145,7 +161,8 @@ def build_tree(tree):
             examples[f"{crate} (Rust)"] = f"demo/{os.path.dirname(rel)}"
     for d in sorted(os.listdir(demo)):
         if os.path.isdir(os.path.join(demo, d)) and f"demo/{d}" not in examples.values():
-            examples[f"{d} (static files)"] = f"demo/{d}"
+            drop_in = any(f.endswith(".py") for f in os.listdir(os.path.join(demo, d)))
+            examples[f"{d} ({'.py, drop-in' if drop_in else 'static files'})"] = f"demo/{d}"
     for lang, file in [("Python", "static_nodes_py.wasm"), ("JavaScript", "static_nodes_js.wasm")]:
         built = os.path.join(LANGUAGES, file) if LANGUAGES else ""
         if built and os.path.exists(built):
@@ -187,6 +204,11 @@ def main():
     jobs = {}
     jobs["httpsd, static file (10 groups)"], _ = workers.rate("trivial", "j")
     jobs["httpsd, static-nodes (Rust)"], _ = workers.rate("wasm", "j")
+    # The .py file prometheus-http-sd's worker runs below, run by httpsd as it is (the
+    # Python runner), and each run's own time (instantiate + call + validate) from the
+    # run reports the worker wrote.
+    jobs["httpsd, the same .py generator (drop-in)"], _ = workers.rate("python", "y")
+    r["py_run_ms"] = py_run_times(redis, "httpsd:run:/targets/python?y0=*")
     r["examples"] = {label: workers.rate(path, "e") for label, path in examples.items()}
 
     # --- cost: answer size and generators per path -----------------------------------------
@@ -455,6 +477,13 @@ def render(r):
         scaling_at_cores >= 0.9 * CORES)
     if inst:
         row("instantiate+call p50 ≤ 50 µs", f"{inst.group(1)} µs", float(inst.group(1)) <= 50)
+    py_times = r["py_run_ms"]
+    py_p50 = py_times[len(py_times) // 2]
+    row("a trivial drop-in .py generator: instantiate+call p50 ≤ 2 ms",
+        f"{py_p50:.2f} ms (p99 {py_times[min(len(py_times) - 1, len(py_times) * 99 // 100)]:.2f} ms, "
+        f"{len(py_times):,} runs of one worker round)", py_p50 <= 2.0)
+    py = jm["httpsd, the same .py generator (drop-in)"] / jm["prometheus-http-sd, Python generator"]
+    row("the same .py: worker jobs/s ≥ 5× prometheus-http-sd's", f"{py:.1f}×", py >= 5)
     best = max((rps[("large", c, "httpsd")], c) for c in [1, 50, 500])
     row("a 10,000-group answer served at ≥ 5,000 req/s",
         f"{best[0]:,.0f} req/s ({best[1]} connection{'' if best[1] == 1 else 's'}); "

@@ -416,7 +416,13 @@ async fn config_logs_and_check_params_reach_the_guest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_is_the_ordered_union_of_its_generators_all_or_nothing() {
-    let rt = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let rt = Arc::new(
+        Runtime::new(RuntimeConfig {
+            python_runner: Some(support::python_runner().to_path_buf()),
+            ..RuntimeConfig::default()
+        })
+        .unwrap(),
+    );
     let t = example_tree();
     let tree = TargetTree::open(t.root()).unwrap();
     let params = vec![("env".to_string(), "prod".to_string())];
@@ -430,17 +436,20 @@ async fn a_path_is_the_ordered_union_of_its_generators_all_or_nothing() {
             "legacy/hosts.json",
             "legacy/switches.yaml",
             "nodes/static-nodes.wasm",
+            "python/exporters.py",
             "services/regional-services.wasm"
         ]
     );
     let first = run_path(&rt, &gens, &params).await;
     let groups = first.result.clone().unwrap();
-    // 80 fleet groups, 1 + 1 static, 3 nodes, 3 services x 3 regions (env=prod).
-    assert_eq!(groups.len(), 80 + 1 + 1 + 3 + 9);
-    assert_eq!(first.reports.len(), 5);
-    // Params reach .wasm generators only.
+    // 80 fleet groups, 1 + 1 static, 3 nodes, 2 of the .py, 3 services x 3 regions
+    // (env=prod).
+    assert_eq!(groups.len(), 80 + 1 + 1 + 3 + 2 + 9);
+    assert_eq!(first.reports.len(), 6);
+    // Params reach .wasm and .py generators only.
     assert!(first.reports[1].params.is_empty());
     assert_eq!(first.reports[4].params, params);
+    assert_eq!(first.reports[5].params, params);
     // Deterministic: the same order on every run, whatever finished first.
     for _ in 0..3 {
         assert_eq!(run_path(&rt, &gens, &params).await.result.unwrap(), groups);

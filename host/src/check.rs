@@ -24,7 +24,7 @@ pub struct CheckOptions {
     pub dir: PathBuf,
     /// Only the generators under this request path ("" for all).
     pub path: String,
-    /// Query parameters for every `.wasm` generator; empty: each generator's own check
+    /// Query parameters for every `.wasm` and `.py` generator; empty: each generator's own check
     /// parameters.
     pub params: Vec<(String, String)>,
     /// Text for people, JSON for CI; also how a setup error before any run is printed.

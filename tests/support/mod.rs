@@ -227,6 +227,26 @@ pub fn language_components() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// Builds the Python runner (scripts/python-runner, once per test binary; the script
+/// itself skips an unchanged build and serialises concurrent ones) next to the httpsd
+/// binary under test, where httpsd finds it; returns its path.
+pub fn python_runner() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_BIN_EXE_httpsd"))
+            .parent()
+            .expect("the binary has a directory")
+            .join("httpsd-python-runner.wasm");
+        run(Command::new(repo().join("scripts/python-runner"))
+            .env(
+                "COMPONENTIZE_PY",
+                tool("COMPONENTIZE_PY", "componentize-py"),
+            )
+            .arg(&out));
+        out
+    })
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()

@@ -497,7 +497,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = "")]
     pub path: String,
 
-    /// A query parameter for every `.wasm` generator, as key=value; repeatable. Without
+    /// A query parameter for every `.wasm` and `.py` generator, as key=value; repeatable. Without
     /// any, each generator runs with its own check parameters (manifest `[check]
     /// params`, or its `check-params` export), or once with none.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
