@@ -29,6 +29,15 @@ on_budget_spent = None
 WRITE_CHUNK = 4096
 READ_CHUNK = 64 * 1024
 
+# Headers wasi:http keeps for the host to set (wasmtime-wasi-http's forbidden list):
+# urllib adds `Host` and `Connection` to every request, requests sends `Connection`;
+# they are dropped here (the host sets the authority itself), where handing them over
+# would refuse the whole request.
+HOST_SET_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "transfer-encoding", "upgrade", "host", "http2-settings",
+})  # fmt: skip
+
 
 class TransportError(OSError):
     """The request did not get an answer. `kind` is "denied" (not in the allow list),
@@ -159,8 +168,11 @@ def send(method, url, headers=(), data=None, timeout=None):
         raise TransportError("protocol", f"{url}: no host")
     fields = []
     for name, value in headers:
+        name = str(name).lower()
+        if name in HOST_SET_HEADERS:
+            continue
         raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
-        fields.append((str(name).lower(), raw))
+        fields.append((name, raw))
     try:
         request = wasi.OutgoingRequest(wasi.Fields.from_list(fields))
     except Err as e:

@@ -322,7 +322,6 @@ class Session:
                 "User-Agent": f"python-requests/{__version__} (httpsd)",
                 "Accept-Encoding": "identity",
                 "Accept": "*/*",
-                "Connection": "keep-alive",
             }
         )
         self.auth = None
