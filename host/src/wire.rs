@@ -511,8 +511,9 @@ pub struct ParsedEntry {
     pub results: bytes::Bytes,
     /// Bytes of the whole entry as fetched (what keeping it costs in memory).
     pub size: usize,
-    /// Targets in `results`, summed over the groups: the worker's count, or counted
-    /// here for another writer's entry; `None` when the results are not groups.
+    /// Targets in `results`, summed over the groups, as the worker that wrote it
+    /// counted them; `None` for another writer's entry (prometheus-http-sd 3.x writes
+    /// no count, and counting on every fetch would put a second parse on the hit path).
     pub targets: Option<usize>,
 }
 
@@ -520,11 +521,7 @@ impl ParsedEntry {
     /// Parses a fetched entry as [`EntryView::parse`] does, keeping slices of `bytes`.
     pub fn parse(bytes: &bytes::Bytes) -> Result<ParsedEntry, serde_json::Error> {
         let view = EntryView::parse(bytes)?;
-        let targets = view
-            .httpsd
-            .as_ref()
-            .and_then(|m| m.targets)
-            .or_else(|| count_targets(view.results));
+        let targets = view.httpsd.as_ref().and_then(|m| m.targets);
         Ok(ParsedEntry {
             updated_timestamp: view.updated_timestamp,
             fingerprint: view.fingerprint().map(|f| bytes.slice_ref(f.as_bytes())),
@@ -533,24 +530,6 @@ impl ParsedEntry {
             targets,
         })
     }
-}
-
-/// Targets in a `results` array another writer made (prometheus-http-sd 3.x writes no
-/// count); `None` when it is not an array of groups.
-fn count_targets(results: &str) -> Option<usize> {
-    #[derive(Deserialize)]
-    struct Group {
-        #[serde(default)]
-        targets: Option<Vec<serde::de::IgnoredAny>>,
-    }
-    let groups: Vec<Option<Group>> = serde_json::from_str(results).ok()?;
-    Some(
-        groups
-            .iter()
-            .flatten()
-            .map(|g| g.targets.as_ref().map_or(0, Vec::len))
-            .sum(),
-    )
 }
 
 /// `error_details` of `error:<full_path>`.

@@ -217,14 +217,23 @@ impl ComponentCache {
         } else {
             path
         };
-        let manifest_path = Manifest::path_for(path);
         let stamp = |p: &Path| {
             Stamp::of(p).map_err(|e| load_err(format!("cannot stat {}: {e}", p.display())))
+        };
+        // One stat per name, the plain name first (Manifest::path_for's order): this
+        // runs before every run, cache hit or not.
+        let [plain, hidden] = Manifest::candidates(path);
+        let (manifest_path, manifest_stamp) = match stamp(&plain)? {
+            Some(found) => (plain, Some(found)),
+            None => {
+                let found = stamp(&hidden)?;
+                (hidden, found)
+            }
         };
         let stamps = Stamps {
             wasm: stamp(component)?
                 .ok_or_else(|| load_err(format!("{} does not exist", component.display())))?,
-            manifest: stamp(&manifest_path)?,
+            manifest: manifest_stamp,
             script: if is_script { stamp(path)? } else { None },
         };
         if is_script && stamps.script.is_none() {

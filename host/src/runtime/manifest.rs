@@ -71,25 +71,30 @@ impl Manifest {
     /// httpsd during a migration keeps manifests there (any other file stops its
     /// workers with "Unknown File Type"). Without either, the plain name (absent).
     pub fn path_for(generator: &Path) -> PathBuf {
+        let [plain, hidden] = Manifest::candidates(generator);
+        if !plain.exists() && hidden.exists() {
+            hidden
+        } else {
+            plain
+        }
+    }
+
+    /// The two names a manifest of `generator` may have, in the order they are
+    /// looked for: `foo.toml`, then `_foo.toml`.
+    pub fn candidates(generator: &Path) -> [PathBuf; 2] {
         let plain = generator.with_extension("toml");
-        if plain.exists() {
-            return plain;
-        }
-        let hidden = plain
+        let name = plain
             .file_name()
-            .map(|name| plain.with_file_name(format!("_{}", name.to_string_lossy())));
-        match hidden {
-            Some(hidden) if hidden.exists() => hidden,
-            _ => plain,
-        }
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hidden = plain.with_file_name(format!("_{name}"));
+        [plain, hidden]
     }
 
     /// Both manifest names exist for `generator`: which one is meant cannot be told,
     /// so its load fails with this message naming them.
     pub fn ambiguity(generator: &Path) -> Option<String> {
-        let plain = generator.with_extension("toml");
-        let name = plain.file_name()?.to_string_lossy().into_owned();
-        let hidden = plain.with_file_name(format!("_{name}"));
+        let [plain, hidden] = Manifest::candidates(generator);
         (plain.exists() && hidden.exists()).then(|| {
             format!(
                 "{} and {} are both manifests of {}: keep one",

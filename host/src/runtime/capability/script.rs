@@ -171,9 +171,8 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         Ok((script_of(&cx).map(|s| s.name.clone()).unwrap_or_default(),))
     })?;
     script.func_wrap("source", |cx: StoreContextMut<'_, RunState>, (): ()| {
-        Ok((script_of(&cx)
-            .map(|s| s.source.to_string())
-            .unwrap_or_default(),))
+        // The shared text itself: lowered into the guest without a copy on the host.
+        Ok((script_of(&cx).map_or_else(|| Arc::<str>::from(""), |s| s.source.clone()),))
     })?;
     script.func_wrap("is-check", |cx: StoreContextMut<'_, RunState>, (): ()| {
         Ok((script_of(&cx).is_some_and(|s| s.check),))
