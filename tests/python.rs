@@ -327,7 +327,12 @@ fn full_tree(api: &Inventory) -> Tree {
     tree.file("sandbox/env/env.py", ENV_PY);
     tree.file("errors/raises/raises.py", RAISES_PY);
     tree.file("errors/loop/loop.py", LOOP_PY);
-    tree.file("errors/loop/_loop.toml", "[limits]\ntimeout = \"2s\"\n");
+    // Fuel to spare: about a second of CPU is 1e10, so the default could end the loop
+    // before its 2 s wall clock on a fast or idle machine; this run is about the clock.
+    tree.file(
+        "errors/loop/_loop.toml",
+        "[limits]\ntimeout = \"2s\"\nfuel = 1000000000000\n",
+    );
     tree.file("errors/sleep/sleep.py", SLEEP_PY);
     tree.file("errors/sleep/_sleep.toml", "[limits]\ntimeout = \"2s\"\n");
     tree.file("errors/membomb/membomb.py", MEMBOMB_PY);
@@ -1142,4 +1147,114 @@ fn answers_equal_prometheus_http_sd_3_0_6_on_the_same_files() {
         paths.len(),
         wrong.join("\n\n")
     );
+}
+
+/// A run's generator and what it printed, through the runtime the worker uses.
+async fn run_py(
+    rt: &httpsd::runtime::Runtime,
+    path: &Path,
+    n: &str,
+) -> (Vec<String>, Vec<String>, Duration) {
+    let report = rt.run(path, &[("n".to_string(), n.to_string())]).await;
+    let groups = report
+        .result
+        .unwrap_or_else(|e| panic!("{} failed: {e:?}", path.display()));
+    let targets = groups.into_iter().flat_map(|g| g.targets).collect();
+    let printed = report
+        .stats
+        .logs
+        .iter()
+        .map(|l| l.message.clone())
+        .filter(|m| m.starts_with("run "))
+        .collect();
+    (targets, printed, report.stats.instantiate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_serve_later_runs_of_a_file_with_a_fresh_module_and_log() {
+    use httpsd::runtime::{Runtime, RuntimeConfig};
+    let rt = Runtime::new(RuntimeConfig {
+        python_runner: Some(support::python_runner().to_path_buf()),
+        cache_dir: Some(PathBuf::from(runner_cache())),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let tree = Tree::new();
+    // A module global counts the calls in this module: 1 on every run if the module is
+    // loaded afresh, as 3.x did, even when the instance is warm.
+    let count = tree.file(
+        "count.py",
+        "calls = 0\n\ndef generate_targets(**kwargs):\n    global calls\n    calls += 1\n    print('run', kwargs['n'])\n    return [{'targets': [f\"call{calls}:{kwargs['n']}\"]}]\n",
+    );
+    let (targets, printed, _) = run_py(&rt, &count, "1").await;
+    assert_eq!(targets, ["call1:1"]);
+    assert_eq!(printed, ["run 1"]);
+    let loaded = rt.load(&count).await.expect("load");
+    assert_eq!(
+        loaded.warm.idle(),
+        1,
+        "a clean run leaves its instance warm"
+    );
+    for n in ["2", "3"] {
+        let (targets, printed, instantiate) = run_py(&rt, &count, n).await;
+        assert_eq!(
+            targets,
+            [format!("call1:{n}")],
+            "a fresh module on every run"
+        );
+        assert_eq!(
+            printed,
+            [format!("run {n}")],
+            "only this run's output in its log"
+        );
+        assert_eq!(
+            instantiate,
+            Duration::ZERO,
+            "run {n} used the warm instance"
+        );
+    }
+
+    // A changed file is a new entry: its own code, not the old bytecode, and no warm
+    // instance of the old version.
+    std::fs::write(
+        &count,
+        "def generate_targets(**kwargs):\n    print('run', kwargs['n'])\n    return [{'targets': ['changed:' + kwargs['n']]}]\n",
+    )
+    .expect("rewrite count.py");
+    let (targets, _, instantiate) = run_py(&rt, &count, "4").await;
+    assert_eq!(targets, ["changed:4"]);
+    assert!(instantiate > Duration::ZERO, "the new version starts cold");
+
+    // A generator that offers bytecode of its own (garbage) to the host, on a cold run
+    // and on warm ones: the host keeps only the runner's first offer, so every run
+    // still runs the file's real code.
+    let poison = tree.file(
+        "poison.py",
+        "from wit_world.imports import script\n\ndef generate_targets(**kwargs):\n    script.keep_compiled(b'\\x00garbage')\n    print('run', kwargs['n'])\n    return [{'targets': ['real:' + kwargs['n']]}]\n",
+    );
+    for n in ["1", "2", "3"] {
+        let (targets, _, _) = run_py(&rt, &poison, n).await;
+        assert_eq!(targets, [format!("real:{n}")]);
+    }
+
+    // Not kept: an instance whose run hit a limit, or whose memory grew past what a
+    // warm instance may hold.
+    let slow = tree.file(
+        "slow.py",
+        "def generate_targets(**kwargs):\n    while True:\n        pass\n",
+    );
+    tree.file("slow.toml", "[limits]\ntimeout = \"1s\"\n");
+    let report = rt.run(&slow, &[]).await;
+    assert_eq!(
+        report.result.unwrap_err().kind,
+        httpsd::runtime::ErrorKind::Timeout
+    );
+    assert_eq!(rt.load(&slow).await.expect("load").warm.idle(), 0);
+    let big = tree.file(
+        "big.py",
+        "def generate_targets(**kwargs):\n    hold = bytearray(48 << 20)\n    return [{'targets': ['big:%d' % len(hold)]}]\n",
+    );
+    let report = rt.run(&big, &[]).await;
+    assert!(report.result.is_ok(), "{:?}", report.result.err());
+    assert_eq!(rt.load(&big).await.expect("load").warm.idle(), 0);
 }

@@ -29,6 +29,7 @@ over wasi:http, which the host grants per generator (`[http] allow`).
 import builtins
 import linecache
 import logging
+import marshal
 import os
 import random
 import sys
@@ -151,10 +152,25 @@ def _load(name, text):
     module.__file__ = name
     module.__builtins__ = builtins
     linecache.cache[name] = (len(text), None, text.splitlines(True), name)
-    code = compile(text, name, "exec", dont_inherit=True)
+    code = _code(name, text)
     sys.modules["mymodule"] = module
     exec(code, module.__dict__)
     return module
+
+
+def _code(name, text):
+    """The module's code: the bytecode an earlier run of this file kept with the host,
+    or compiled now and offered to it (before any of the generator's code runs, so that
+    code cannot offer bytecode of its own; the host hears one offer per run)."""
+    kept = script.compiled()
+    if kept is not None:
+        try:
+            return marshal.loads(kept)
+        except (ValueError, EOFError, TypeError):
+            pass
+    code = compile(text, name, "exec", dont_inherit=True)
+    script.keep_compiled(marshal.dumps(code))
+    return code
 
 
 def _kwargs(params):
@@ -239,7 +255,10 @@ class WitWorld(wit_world.WitWorld):
             func = getattr(module, "generate_targets")
             if script.is_check():
                 func = getattr(module, "test_generate_targets", func)
-            result = _groups(name, func(**_kwargs(params)))
+            result = func(**_kwargs(params))
+            # The runner's own loops are not the generator's: not watched.
+            sys.monitoring.set_events(_TOOL, 0)
+            result = _groups(name, result)
         except BaseException as error:  # noqa: B036  (everything is the generator's)
             message = _report(error)
             raise Err(Error(message=message)) from None

@@ -64,8 +64,12 @@ pub struct Loaded {
     pub http: Arc<HttpGrant>,
     /// The parsed manifest (the default one when the generator has no `.toml`).
     pub manifest: Manifest,
-    /// The `.py` file's text when this is a run of the Python runner.
-    pub script: Option<Arc<str>>,
+    /// The `.py` file's text (and bytecode, once a run compiled it) when this is a run
+    /// of the Python runner.
+    pub script: Option<Arc<super::capability::script::Source>>,
+    /// Instances of the Python runner that ended a run of this `.py` cleanly, for its
+    /// next runs ([`super::warm`]); always empty for a component.
+    pub warm: super::warm::WarmPool,
     /// How this entry was produced, and how long that took.
     pub origin: Origin,
     /// Reading the manifest and the `.wasm` plus compiling or loading it, when this
@@ -164,6 +168,8 @@ pub struct ComponentCache {
     /// once, and the others wait for that one.
     compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: tokio::sync::Semaphore,
+    /// The process's warm instances of the Python runner, over every `.py`.
+    warm: Arc<super::warm::WarmCount>,
 }
 
 impl ComponentCache {
@@ -197,6 +203,7 @@ impl ComponentCache {
             failed: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
             slots: tokio::sync::Semaphore::new(COMPILE_SLOTS),
+            warm: Arc::default(),
         })
     }
 
@@ -267,7 +274,9 @@ impl ComponentCache {
             let text = files::read_text(path, MAX_SCRIPT_BYTES)
                 .await
                 .map_err(|e| load_err(e.to_string()))?;
-            Some(Arc::<str>::from(text))
+            Some(Arc::new(super::capability::script::Source::new(
+                Arc::<str>::from(text),
+            )))
         } else {
             None
         };
@@ -287,6 +296,7 @@ impl ComponentCache {
             http: Arc::new(http),
             manifest,
             script,
+            warm: super::warm::WarmPool::new(self.warm.clone()),
             origin,
             load_time: started.elapsed(),
         });

@@ -14,7 +14,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// wall clock), the pooling allocator (instantiation without mmap per run), and
 /// backtraces with DWARF file:line for tracebacks.
 ///
-/// `max_concurrent_runs` sizes the pool; the runtime never runs more at once.
+/// `max_concurrent_runs` sizes the pool; the runtime never runs more at once, and keeps
+/// at most [`super::warm::WARM_TOTAL`] warm instances of the Python runner beside them.
 pub fn build(consume_fuel: bool, max_concurrent_runs: u32) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
@@ -30,16 +31,17 @@ pub fn build(consume_fuel: bool, max_concurrent_runs: u32) -> wasmtime::Result<E
         .max_wasm_stack(1 << 20);
 
     let runs = max_concurrent_runs.max(1);
+    let instances = runs + super::warm::WARM_TOTAL;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(runs)
+    pool.total_component_instances(instances)
         // A Rust component has a handful of core instances; componentize-py ones
         // have more. These bound the pool's reservations, not what is committed.
         .max_core_instances_per_component(50)
-        .total_core_instances(runs * 50)
+        .total_core_instances(instances * 50)
         .max_memories_per_component(8)
-        .total_memories(runs * 8)
+        .total_memories(instances * 8)
         .max_tables_per_component(16)
-        .total_tables(runs * 16)
+        .total_tables(instances * 16)
         .total_stacks(runs)
         .table_elements(100_000)
         .max_memory_size(4 << 30)

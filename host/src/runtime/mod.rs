@@ -16,6 +16,7 @@ pub mod limits;
 pub mod manifest;
 pub mod quarantine;
 mod sandbox;
+pub mod warm;
 
 pub use cache::{Loaded, Origin};
 pub use capability::log;
@@ -416,7 +417,7 @@ impl Runtime {
         let script = invocation.script(path, &loaded);
         let mut sandbox = Sandbox::new(&shared, &loaded, secrets, transfer, path, script)?;
         let outcome = sandbox.call(&loaded, call, stats).await;
-        let ended = sandbox.end(outcome, stats);
+        let ended = sandbox.end(outcome, stats, &loaded);
         ended.result(path, &stats.logs)
     }
 }

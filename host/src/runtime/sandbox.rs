@@ -1,13 +1,15 @@
 //! One run in the sandbox, as named steps: [`Sandbox::new`] (a fresh store with every
-//! limit applied), [`Sandbox::call`] (instantiate and call under the wall clock),
-//! [`Sandbox::end`] (what the store saw), then [`classify`] the outcome, [`blame_denial`]
-//! on a refused HTTP request, and [`redact_and_cut`] the guest's words on their way out.
+//! limit applied, or a warm one of the Python runner's, [`super::warm`]),
+//! [`Sandbox::call`] (instantiate and call under the wall clock), [`Sandbox::end`] (what
+//! the store saw), then [`classify`] the outcome, [`blame_denial`] on a refused HTTP
+//! request, and [`redact_and_cut`] the guest's words on their way out.
 
 use super::cache::Loaded;
 use super::capability::script::{Script, ScriptFailure, ScriptRun, SoftLimits};
 use super::capability::{Grants, RunState, WitError, log};
 use super::error::{self, ErrorKind, GenError};
 use super::limits::{self, Limits, MemoryBudget, MemoryCap};
+use super::warm::{self, WarmSlot};
 use super::{GuestCall, RunStats};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -68,6 +70,10 @@ pub(super) struct Shared<'a> {
 /// One run's store and what is needed to judge how it ended.
 pub(super) struct Sandbox {
     store: Store<RunState>,
+    /// The instance, once made (a warm store has it from its earlier runs).
+    instance: Option<Instance>,
+    /// A warm store's runs before this one, and its place among the warm instances.
+    warm: Option<(u32, WarmSlot)>,
     log: Arc<Mutex<log::RunLog>>,
     redactions: Vec<String>,
     deadline: Instant,
@@ -109,10 +115,10 @@ impl Sandbox {
     ) -> Result<Sandbox, GenError> {
         let limits = loaded.limits;
         let redactions = log::redaction_list(&secrets);
-        let log = Arc::new(Mutex::new(
+        let run_log = || {
             log::RunLog::new(limits.max_log_bytes, path.display().to_string())
-                .with_secrets(redactions.clone()),
-        ));
+                .with_secrets(redactions.clone())
+        };
         let deadline = Instant::now() + limits.timeout;
         let grants = Grants {
             config: loaded.config.clone(),
@@ -120,11 +126,24 @@ impl Sandbox {
             http: loaded.http.clone(),
             outbound: shared.outbound.clone(),
         };
-        let memory = MemoryCap::new(limits.memory_bytes).within(shared.memory_budget.clone());
         let fuel = if shared.consume_fuel { limits.fuel } else { 0 };
+        let warm = script.as_ref().and_then(|_| loaded.warm.take());
         let script = ScriptRun::new(script, SoftLimits::new(deadline, limits.timeout, fuel));
-        let state = RunState::new(memory, log.clone(), grants, deadline, script);
-        let mut store = Store::new(shared.engine, state);
+        let (mut store, instance, warm, log) = match warm {
+            Some(mut warm) => {
+                *crate::sync::lock(&warm.log) = run_log();
+                warm.store.data_mut().renew(grants, deadline, script);
+                let runs = (warm.runs, warm.slot);
+                (warm.store, Some(warm.instance), Some(runs), warm.log)
+            }
+            None => {
+                let log = Arc::new(Mutex::new(run_log()));
+                let memory =
+                    MemoryCap::new(limits.memory_bytes).within(shared.memory_budget.clone());
+                let state = RunState::new(memory, log.clone(), grants, deadline, script);
+                (Store::new(shared.engine, state), None, None, log)
+            }
+        };
         let lift_budget = transfer.budget(&limits);
         limits::apply(&mut store, &limits, lift_budget, shared.consume_fuel, |s| {
             &mut s.memory
@@ -132,6 +151,8 @@ impl Sandbox {
         .map_err(|e| GenError::host(ErrorKind::Trap, path, format!("cannot set limits: {e}")))?;
         Ok(Sandbox {
             store,
+            instance,
+            warm,
             log,
             redactions,
             deadline,
@@ -157,14 +178,22 @@ impl Sandbox {
         let mut instantiate = Duration::ZERO;
         let timeout = self.limits.timeout + HARD_TIMEOUT_GRACE;
         let store = &mut self.store;
+        let made = &mut self.instance;
         let outcome = tokio::time::timeout(timeout, async {
-            let t0 = Instant::now();
-            let instance = loaded
-                .pre
-                .instance_pre()
-                .instantiate_async(&mut *store)
-                .await?;
-            instantiate = t0.elapsed();
+            let instance = match *made {
+                Some(warm) => warm,
+                None => {
+                    let t0 = Instant::now();
+                    let instance = loaded
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut *store)
+                        .await?;
+                    instantiate = t0.elapsed();
+                    *made = Some(instance);
+                    instance
+                }
+            };
             call(&mut *store, instance).await
         })
         .await;
@@ -173,8 +202,14 @@ impl Sandbox {
     }
 
     /// Reads what the store saw (fuel, memory, HTTP requests, the log) into `stats`
-    /// and drops it, so the run's memory goes back before the outcome is judged.
-    pub fn end<R>(self, outcome: CallOutcome<R>, stats: &mut RunStats) -> Ended<R> {
+    /// and drops it, so the run's memory goes back before the outcome is judged; or,
+    /// for a Python runner's run that ended cleanly, keeps it warm in `loaded`.
+    pub fn end<R>(
+        self,
+        outcome: CallOutcome<R>,
+        stats: &mut RunStats,
+        loaded: &Loaded,
+    ) -> Ended<R> {
         let data = self.store.data();
         if self.consume_fuel {
             stats.fuel_used = self
@@ -188,8 +223,33 @@ impl Sandbox {
         let http_denied = data.http.denied().map(str::to_string);
         let script_failure = data.script.failure().cloned();
         let script_stopped = data.script.stopped().map(str::to_string);
-        drop(self.store);
+        // Returned by itself (its value or its error), inside every limit: the
+        // interpreter is as the runner leaves it after any run.
+        let clean = matches!(outcome, Ok(Ok(_)))
+            && data.script.is_script()
+            && script_stopped.is_none()
+            && memory_refusal.is_none()
+            && data.memory.peak <= warm::MAX_MEMORY
+            && Instant::now() < self.deadline;
+        let instance = self.instance.filter(|_| clean);
+        let (runs, slot) = match self.warm {
+            Some((runs, slot)) => (runs + 1, Some(slot)),
+            None => (1, None),
+        };
+        // The log is read before the store may serve another run, which empties it.
+        let warm = match instance {
+            Some(instance) => Some((self.store, instance)),
+            None => {
+                drop(self.store);
+                None
+            }
+        };
         (stats.logs, stats.logs_dropped) = crate::sync::lock(&self.log).finish();
+        if let Some((store, instance)) = warm {
+            loaded
+                .warm
+                .keep(store, instance, self.log.clone(), runs, slot);
+        }
         Ended {
             outcome,
             memory_refusal,

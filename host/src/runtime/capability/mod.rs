@@ -109,6 +109,21 @@ impl RunState {
     }
 }
 
+impl RunState {
+    /// The state of a warm instance's next run ([`crate::runtime::warm`]): new grants,
+    /// deadline and script run, HTTP and clock state; the WASI context and resource
+    /// table stay (the guest holds handles into them, its stdout among them), as do
+    /// the memory cap (the memory it charged is still held) and the log it writes to
+    /// (which the caller empties).
+    pub fn renew(&mut self, grants: Grants, deadline: Instant, script: script::ScriptRun) {
+        self.http = http::OutboundHttp::new(grants.http, deadline, &self.log, grants.outbound);
+        self.config = config::Config::new(grants.config);
+        self.secrets = secrets::Secrets::new(grants.secrets);
+        self.clock = clock::WallClock::new(deadline);
+        self.script = script;
+    }
+}
+
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

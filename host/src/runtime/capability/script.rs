@@ -11,16 +11,19 @@
 //!   backstop: a guest that ignores the answer still ends at them.
 //! - `failed`: the exception's class name and Python traceback, bounded here before the
 //!   host keeps them (the runner then returns its error).
+//! - `compiled`, `keep-compiled`: the file's bytecode, which the first run compiles and
+//!   hands back (marshalled, bounded) and later runs load instead of compiling the text
+//!   again: compiling is most of a small generator's run in the interpreter.
 //!
 //! Outside a `.py` run, `name` and `source` are empty and `failed` is ignored: an
 //! ordinary component gains nothing by importing the interface.
 
 use super::RunState;
 use crate::runtime::limits::MAX_ERROR_MESSAGE_BYTES;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, WasmStr};
+use wasmtime::component::{Linker, WasmList, WasmStr};
 
 /// The longest exception class name kept; a longer one is cut.
 const MAX_ERROR_TYPE_BYTES: usize = 128;
@@ -28,13 +31,59 @@ const MAX_ERROR_TYPE_BYTES: usize = 128;
 /// The most of a traceback kept (the same bound as any guest traceback).
 const MAX_TRACEBACK_BYTES: usize = 4 * MAX_ERROR_MESSAGE_BYTES;
 
+/// The most bytecode kept for a file of `source_len` bytes: marshalled code runs a few
+/// times the size of its text; more than this is not kept (each run then compiles).
+fn max_bytecode_bytes(source_len: usize) -> usize {
+    source_len
+        .saturating_mul(8)
+        .saturating_add(64 << 10)
+        .min(32 << 20)
+}
+
+/// A `.py` file as every run of it until it changes shares it: its text, and its
+/// bytecode once a run compiled it.
+#[derive(Debug)]
+pub struct Source {
+    /// The file's text.
+    pub text: Arc<str>,
+    /// The bytecode the first run handed back, and the name it was compiled under
+    /// (tracebacks carry it, so it is only reused under the same name).
+    bytecode: Mutex<Option<(String, Arc<[u8]>)>>,
+}
+
+impl Source {
+    /// A file's text, with no bytecode yet.
+    pub fn new(text: Arc<str>) -> Source {
+        Source {
+            text,
+            bytecode: Mutex::new(None),
+        }
+    }
+
+    fn bytecode(&self, name: &str) -> Option<Arc<[u8]>> {
+        let kept = crate::sync::lock(&self.bytecode);
+        kept.as_ref()
+            .filter(|(n, _)| n == name)
+            .map(|(_, code)| code.clone())
+    }
+
+    /// Keeps `code` as the bytecode of this file under `name`, unless some is kept
+    /// already: the first run's stays (no later run can replace it).
+    fn keep(&self, name: &str, code: Arc<[u8]>) {
+        let mut kept = crate::sync::lock(&self.bytecode);
+        if kept.is_none() {
+            *kept = Some((name.to_string(), code));
+        }
+    }
+}
+
 /// The `.py` generator one run executes.
 #[derive(Debug, Clone)]
 pub struct Script {
     /// Its path relative to the target tree, as tracebacks name it.
     pub name: String,
-    /// Its text (shared by every run until the file changes).
-    pub source: Arc<str>,
+    /// Its text and bytecode (shared by every run until the file changes).
+    pub source: Arc<Source>,
     /// `httpsd check` runs it: the runner calls `test_generate_targets` when defined.
     pub check: bool,
 }
@@ -88,6 +137,9 @@ pub struct ScriptRun {
     /// The limit `should-stop` named, once it did.
     stopped: Option<String>,
     failure: Option<ScriptFailure>,
+    /// `keep-compiled` was called: it is heard once per run, and the runner calls it
+    /// before the generator's code runs, so that code cannot hand in bytecode of its own.
+    offered: bool,
 }
 
 impl ScriptRun {
@@ -98,7 +150,13 @@ impl ScriptRun {
             limits,
             stopped: None,
             failure: None,
+            offered: false,
         }
+    }
+
+    /// It runs a `.py` (the Python runner's run), not a component of its own.
+    pub fn is_script(&self) -> bool {
+        self.script.is_some()
     }
 
     /// The limit the run was told to stop at, if it was.
@@ -172,8 +230,31 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     })?;
     script.func_wrap("source", |cx: StoreContextMut<'_, RunState>, (): ()| {
         // The shared text itself: lowered into the guest without a copy on the host.
-        Ok((script_of(&cx).map_or_else(|| Arc::<str>::from(""), |s| s.source.clone()),))
+        Ok((script_of(&cx).map_or_else(|| Arc::<str>::from(""), |s| s.source.text.clone()),))
     })?;
+    script.func_wrap("compiled", |cx: StoreContextMut<'_, RunState>, (): ()| {
+        Ok((script_of(&cx).and_then(|s| s.source.bytecode(&s.name)),))
+    })?;
+    script.func_wrap(
+        "keep-compiled",
+        |mut cx: StoreContextMut<'_, RunState>, (code,): (WasmList<u8>,)| {
+            let run = &mut cx.data_mut().script;
+            if std::mem::replace(&mut run.offered, true) {
+                return Ok(());
+            }
+            let Some(script) = run.script.clone() else {
+                return Ok(());
+            };
+            // Measured in place; copied only when within the bound.
+            let bytes = code.as_le_slice(&cx);
+            if bytes.is_empty() || bytes.len() > max_bytecode_bytes(script.source.text.len()) {
+                return Ok(());
+            }
+            let code: Arc<[u8]> = Arc::from(bytes);
+            script.source.keep(&script.name, code);
+            Ok(())
+        },
+    )?;
     script.func_wrap("is-check", |cx: StoreContextMut<'_, RunState>, (): ()| {
         Ok((script_of(&cx).is_some_and(|s| s.check),))
     })?;
@@ -215,9 +296,23 @@ mod tests {
     fn script() -> Option<Script> {
         Some(Script {
             name: "apps/services.py".into(),
-            source: "def generate_targets(**kw):\n    return []\n".into(),
+            source: Arc::new(Source::new(
+                "def generate_targets(**kw):\n    return []\n".into(),
+            )),
             check: false,
         })
+    }
+
+    #[test]
+    fn the_first_bytecode_kept_stays_and_is_only_given_under_its_name() {
+        let source = Source::new("x = 1\n".into());
+        assert_eq!(source.bytecode("a.py"), None);
+        source.keep("a.py", Arc::from(&b"first"[..]));
+        source.keep("a.py", Arc::from(&b"second"[..]));
+        assert_eq!(source.bytecode("a.py").as_deref(), Some(&b"first"[..]));
+        assert_eq!(source.bytecode("b.py"), None);
+        assert_eq!(max_bytecode_bytes(1000), 8000 + (64 << 10));
+        assert_eq!(max_bytecode_bytes(usize::MAX), 32 << 20);
     }
 
     #[test]
