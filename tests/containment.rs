@@ -1,7 +1,9 @@
 //! Containment: generators that stay inside every guest limit and try to make the
 //! *host* do the work — lift a huge answer or error, validate quadratically, escape six
 //! bytes for one, flood the log, open thousands of sockets, stall a TLS handshake,
-//! name a FIFO as a secret, hand over a component that takes a minute to compile. Each
+//! name a FIFO as a secret, hand over a component that takes a minute to compile, and,
+//! as a drop-in `.py`, flood stdout, raise a 32 MiB exception or offer the host
+//! megabytes of bytecode again and again. Each
 //! must end as a typed error (or a bounded answer) within its limits, through `httpsd
 //! check`, through a real `httpsd serve` and through a real server and worker on Redis,
 //! while a healthy path is polled ten times a second and the host's RSS, open
@@ -85,7 +87,37 @@ const THREATS: &[Threat] = &[
         ends_in_serve: Ends::Answer,
         ends_in_check: Ends::Error("InvalidOutput", "check-params"),
     },
+    // A drop-in `.py`: an 8 MiB line and 20,000 more to stdout, then an exception
+    // whose message (and so its traceback) is 32 MiB.
+    Threat {
+        path: "py-flood",
+        ends_in_serve: Ends::Error("ValueError", "[cut: "),
+        ends_in_check: Ends::Error("ValueError", "[cut: "),
+    },
+    // A `.py` that offers the host 8 MiB of "bytecode", twenty times a run (the host
+    // measures each offer in place; componentize-py's own copy of it is the guest's).
+    Threat {
+        path: "py-bytecode",
+        ends_in_serve: Ends::Answer,
+        ends_in_check: Ends::Answer,
+    },
 ];
+
+const PY_FLOOD: &str = r#"def generate_targets(**kwargs):
+    print("y" * (8 << 20))
+    for i in range(20000):
+        print("line", i)
+    raise ValueError("x" * (32 << 20))
+"#;
+
+const PY_BYTECODE: &str = r#"from wit_world.imports import script
+
+def generate_targets(**kwargs):
+    blob = b"\0" * (8 << 20)
+    for _ in range(20):
+        script.keep_compiled(blob)
+    return [{"targets": ["kept:1"]}]
+"#;
 
 /// The compile budget the tests give httpsd, so the compile bomb ends in seconds; the
 /// honest components (small, but compiled by a debug build, several at once on a
@@ -185,6 +217,10 @@ fn threat_tree(hole: &BlackHole) -> Tree {
             fifo.to_str().unwrap()
         ),
     );
+    // The Python runner next to the binary, where httpsd finds it.
+    support::python_runner();
+    t.file("py-flood/gen.py", PY_FLOOD);
+    t.file("py-bytecode/gen.py", PY_BYTECODE);
     let bomb = t.path("compile-bomb/gen.wasm");
     std::fs::create_dir_all(bomb.parent().unwrap()).unwrap();
     std::fs::write(&bomb, support::bomb::compile_bomb()).unwrap();

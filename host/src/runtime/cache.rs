@@ -122,6 +122,12 @@ struct Compiled {
     check_export: Option<ComponentExportIndex>,
 }
 
+/// The least compile time the Python runner gets. It is httpsd's own component, which
+/// the operator installs, not a generator's: the compile limits bound what authors drop
+/// into the tree. Several processes compiling its 24 MB at once on a small machine (a
+/// fleet starting with empty artifact caches) can take longer than `--compile-timeout`.
+const RUNNER_COMPILE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The load error of a `.py` generator when httpsd has no Python runner.
 const NO_RUNNER: &str = "no Python runner to run .py generators: httpsd looks for httpsd-python-runner.wasm next to its binary (scripts/python-runner builds it; ./scripts/demo and ./scripts/test do so), or takes --python-runner PATH (HTTPSD_PYTHON_RUNNER)";
 
@@ -285,7 +291,11 @@ impl ComponentCache {
             .await
             .map_err(|e| load_err(e.to_string()))?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let (compiled, origin) = self.compiled(&hash, bytes, path).await?;
+        let mut compile_limits = self.compile.limits;
+        if is_script {
+            compile_limits.timeout = compile_limits.timeout.max(RUNNER_COMPILE_TIMEOUT);
+        }
+        let (compiled, origin) = self.compiled(&hash, bytes, path, compile_limits).await?;
 
         let loaded = Arc::new(Loaded {
             hash,
@@ -331,6 +341,7 @@ impl ComponentCache {
         hash: &str,
         bytes: Vec<u8>,
         path: &Path,
+        limits: CompileLimits,
     ) -> Result<(Arc<Compiled>, Origin), GenError> {
         let load_err = |msg: String| GenError::host(ErrorKind::LoadError, path, msg);
         let once = {
@@ -345,7 +356,7 @@ impl ComponentCache {
             if let Some(message) = self.failed_before(hash) {
                 return Err(load_err(message));
             }
-            let result = self.compile_and_link(hash, bytes).await;
+            let result = self.compile_and_link(hash, bytes, limits).await;
             match &result {
                 Ok((compiled, _)) => {
                     let mut m = crate::sync::lock(&self.by_hash);
@@ -395,6 +406,7 @@ impl ComponentCache {
         &self,
         hash: &str,
         bytes: Vec<u8>,
+        limits: CompileLimits,
     ) -> Result<(Arc<Compiled>, Origin), String> {
         let artifact = self
             .dir
@@ -403,7 +415,7 @@ impl ComponentCache {
         let mut component = None;
         let mut origin = Origin::Compiled;
         if let Some(artifact) = artifact.as_ref().filter(|a| a.exists()) {
-            match compile::load_artifact(&self.engine, artifact, self.compile.limits) {
+            match compile::load_artifact(&self.engine, artifact, limits) {
                 Ok(c) => {
                     component = Some(c);
                     origin = Origin::Artifact;
@@ -426,7 +438,7 @@ impl ComponentCache {
                     &self.engine,
                     &settings.compiler,
                     settings.consume_fuel,
-                    settings.limits,
+                    limits,
                     bytes,
                     artifact.as_deref(),
                 )
