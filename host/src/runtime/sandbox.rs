@@ -21,6 +21,9 @@ use wasmtime::{Engine, Store, WasmBacktrace};
 /// deadline did not stop (a host call that ignores the deadline).
 const HARD_TIMEOUT_GRACE: Duration = Duration::from_millis(500);
 
+/// The file a `.py` run's wasm frames are named after in a trap's traceback.
+const PYTHON_RUNNER_FRAMES: &str = "httpsd-python-runner.wasm";
+
 /// What a call hands back to the host, which sets how much of it the host lifts.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Transfer {
@@ -94,6 +97,8 @@ pub(super) struct Ended<R> {
     /// A `.py` run's own report of its failure, and the limit it was told to stop at.
     script_failure: Option<ScriptFailure>,
     script_stopped: Option<String>,
+    /// It was a run of the Python runner: a trap's wasm frames are the runner's.
+    script: bool,
     redactions: Vec<String>,
     deadline: Instant,
     limits: Limits,
@@ -223,10 +228,11 @@ impl Sandbox {
         let http_denied = data.http.denied().map(str::to_string);
         let script_failure = data.script.failure().cloned();
         let script_stopped = data.script.stopped().map(str::to_string);
+        let script = data.script.is_script();
         // Returned by itself (its value or its error), inside every limit: the
         // interpreter is as the runner leaves it after any run.
         let clean = matches!(outcome, Ok(Ok(_)))
-            && data.script.is_script()
+            && script
             && script_stopped.is_none()
             && memory_refusal.is_none()
             && data.memory.peak <= warm::MAX_MEMORY
@@ -256,6 +262,7 @@ impl Sandbox {
             http_denied,
             script_failure,
             script_stopped,
+            script,
             redactions: self.redactions,
             deadline: self.deadline,
             limits: self.limits,
@@ -285,6 +292,13 @@ fn classify<R>(
     redactions: &[String],
 ) -> Result<R, GenError> {
     let limits = ended.limits;
+    // Whose wasm frames a trap shows: a `.py` run's are the interpreter's, in the
+    // runner, not lines of the `.py` file.
+    let frames_of = if ended.script {
+        Path::new(PYTHON_RUNNER_FRAMES)
+    } else {
+        path
+    };
     // A `.py` generator's exception, as the Python runner reported it.
     if let Ok(Ok(Err(guest_error))) = &ended.outcome
         && let Some(failure) = ended.script_failure
@@ -317,7 +331,7 @@ fn classify<R>(
         )),
         Ok(Err(trap)) if is_lift_refusal(&trap) => Err(GenError::guest(
             ErrorKind::InvalidOutput,
-            path,
+            frames_of,
             ended.transfer.refusal(&limits, ended.lift_budget),
             trap.downcast_ref::<WasmBacktrace>(),
         )),
@@ -331,7 +345,7 @@ fn classify<R>(
                 }
             }
             let backtrace = trap.downcast_ref::<WasmBacktrace>();
-            Err(GenError::guest(kind, path, message, backtrace))
+            Err(GenError::guest(kind, frames_of, message, backtrace))
         }
         Err(_elapsed) => Err(GenError::guest(
             ErrorKind::Timeout,
