@@ -291,10 +291,7 @@ impl ComponentCache {
             .await
             .map_err(|e| load_err(e.to_string()))?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let mut compile_limits = self.compile.limits;
-        if is_script {
-            compile_limits.timeout = compile_limits.timeout.max(RUNNER_COMPILE_TIMEOUT);
-        }
+        let compile_limits = self.compile_limits(is_script);
         let (compiled, origin) = self.compiled(&hash, bytes, path, compile_limits).await?;
 
         let loaded = Arc::new(Loaded {
@@ -312,6 +309,16 @@ impl ComponentCache {
         });
         self.remember(path, stamps, loaded.clone());
         Ok((loaded, origin))
+    }
+
+    /// The bounds of one compile: the Python runner (`runner`) gets at least
+    /// [`RUNNER_COMPILE_TIMEOUT`].
+    fn compile_limits(&self, runner: bool) -> CompileLimits {
+        let mut limits = self.compile.limits;
+        if runner {
+            limits.timeout = limits.timeout.max(RUNNER_COMPILE_TIMEOUT);
+        }
+        limits
     }
 
     fn lookup(&self, path: &Path, stamps: Stamps) -> Option<Arc<Loaded>> {
