@@ -192,14 +192,22 @@ impl ScriptRun {
         why
     }
 
-    fn record_failure(&mut self, error_type: &str, traceback: &str) {
-        if self.script.is_none() {
-            return;
+    fn record_failure(&mut self, failure: ScriptFailure) {
+        if self.script.is_some() {
+            self.failure = Some(failure);
         }
-        self.failure = Some(ScriptFailure {
-            error_type: error_type_of(error_type),
-            traceback: crate::runtime::log::cut(traceback, MAX_TRACEBACK_BYTES).into_owned(),
-        });
+    }
+}
+
+impl ScriptFailure {
+    /// What the runner reported, bounded in one pass (read in place from the guest:
+    /// only the kept part is copied, and a cut traceback says how long it was).
+    fn bounded(error_type: &str, traceback: &str) -> ScriptFailure {
+        let cut = crate::runtime::log::cut;
+        ScriptFailure {
+            error_type: error_type_of(&cut(error_type, 4 * MAX_ERROR_TYPE_BYTES)),
+            traceback: cut(traceback, MAX_TRACEBACK_BYTES).into_owned(),
+        }
     }
 }
 
@@ -272,17 +280,8 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     script.func_wrap(
         "failed",
         |mut cx: StoreContextMut<'_, RunState>, (error_type, traceback): (WasmStr, WasmStr)| {
-            // Read in place and cut before anything is copied.
-            let (error_type, traceback) = {
-                let cut = crate::runtime::log::cut;
-                let error_type = error_type.to_str(&cx)?;
-                let traceback = traceback.to_str(&cx)?;
-                (
-                    cut(&error_type, 4 * MAX_ERROR_TYPE_BYTES).into_owned(),
-                    cut(&traceback, MAX_TRACEBACK_BYTES).into_owned(),
-                )
-            };
-            cx.data_mut().script.record_failure(&error_type, &traceback);
+            let failure = ScriptFailure::bounded(&error_type.to_str(&cx)?, &traceback.to_str(&cx)?);
+            cx.data_mut().script.record_failure(failure);
             Ok(())
         },
     )?;
@@ -362,20 +361,31 @@ mod tests {
         let limits = SoftLimits::new(Instant::now(), Duration::from_secs(1), 0);
         let mut run = ScriptRun::new(script(), limits);
         let huge = "x".repeat(10 * MAX_TRACEBACK_BYTES);
-        run.record_failure("requests.exceptions.HTTPError\n<b>", &huge);
+        run.record_failure(ScriptFailure::bounded(
+            "requests.exceptions.HTTPError\n<b>",
+            &huge,
+        ));
         let failure = run.failure().unwrap();
         assert_eq!(failure.error_type, "requests.exceptions.HTTPErrorb");
         assert!(failure.traceback.len() <= MAX_TRACEBACK_BYTES + 64);
-        run.record_failure("", "t");
+        // The length the guest handed over, not that of an earlier cut.
+        assert!(
+            failure
+                .traceback
+                .ends_with(&format!("[cut: {} bytes in all]", huge.len())),
+            "{}",
+            &failure.traceback[failure.traceback.len() - 40..]
+        );
+        run.record_failure(ScriptFailure::bounded("", "t"));
         assert_eq!(run.failure().unwrap().error_type, "Exception");
-        run.record_failure(&"A".repeat(1000), "t");
+        run.record_failure(ScriptFailure::bounded(&"A".repeat(1000), "t"));
         assert_eq!(
             run.failure().unwrap().error_type.len(),
             MAX_ERROR_TYPE_BYTES
         );
 
         let mut component = ScriptRun::new(None, limits);
-        component.record_failure("ValueError", "t");
+        component.record_failure(ScriptFailure::bounded("ValueError", "t"));
         assert!(component.failure().is_none());
     }
 }
