@@ -1164,3 +1164,50 @@ async fn redis_refusal_is_typed_apart_from_an_outage() {
     assert!(store.enqueue(&job("oom", 1)).await.unwrap());
     assert_eq!(store.queue_lengths().await.unwrap(), (1, 0));
 }
+
+/// After a Redis failover (replication is asynchronous) a path's marker can survive
+/// while its job was lost: a queued job gone from the queue, or a running one gone from
+/// processing with its lease. Such a marker blocks its path for a lease at most, not
+/// for the marker's TTL; a marker whose job is still there keeps deduping however old.
+#[tokio::test]
+async fn redis_a_marker_whose_job_vanished_blocks_its_path_for_a_lease_at_most() {
+    let redis = RedisServer::start();
+    let s = redis_store(
+        &redis,
+        short_leases(),
+        httpsd::store::DEFAULT_MAX_VALUE_BYTES,
+    );
+    let (queued, running, kept) = (job("lost-q", 1), job("lost-r", 1), job("kept", 1));
+    assert!(s.enqueue(&running).await.unwrap());
+    assert_eq!(s.take("w1", 1, NO_WAIT).await.unwrap().len(), 1);
+    assert!(s.enqueue(&queued).await.unwrap());
+    assert!(s.enqueue(&kept).await.unwrap());
+    // The failover: the queued job and the running one (and its lease) are gone.
+    redis.cmd::<i64>(&["LREM", "target_generation_queue", "0", &queued.raw]);
+    redis.cmd::<i64>(&["DEL", "target_generation_queue:processing"]);
+    let leases: Vec<String> = redis.cmd(&["KEYS", "httpsd:lease:*"]);
+    for lease in leases {
+        redis.cmd::<i64>(&["DEL", &lease]);
+    }
+    for j in [&queued, &running, &kept] {
+        assert!(!s.enqueue(j).await.unwrap(), "a young marker dedupes");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        s.enqueue(&queued).await.unwrap(),
+        "the lost queued job is pushed again"
+    );
+    assert!(
+        s.enqueue(&running).await.unwrap(),
+        "the lost running job is pushed again"
+    );
+    assert!(
+        !s.enqueue(&kept).await.unwrap(),
+        "a job still queued keeps its marker"
+    );
+    let mut in_queue: Vec<String> = redis.cmd(&["LRANGE", "target_generation_queue", "0", "-1"]);
+    in_queue.sort();
+    let mut want = vec![queued.raw.clone(), running.raw.clone(), kept.raw.clone()];
+    want.sort();
+    assert_eq!(in_queue, want, "each path has its one job again");
+}

@@ -115,6 +115,7 @@ pub struct Metrics {
     /// `{operation}`: store failures seen by this process.
     pub store_errors: IntCounterVec,
     memory_store: OnceLock<MemoryStoreMetrics>,
+    redis: OnceLock<(IntCounter, IntGaugeVec)>,
 }
 
 fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -410,6 +411,7 @@ impl Metrics {
             registry,
             generators: Mutex::new(HashMap::new()),
             memory_store: OnceLock::new(),
+            redis: OnceLock::new(),
         }
     }
 
@@ -435,6 +437,40 @@ impl Metrics {
                 ),
             })
             .clone()
+    }
+
+    /// Shows the Redis topology a server or worker uses: `httpsd_redis_failovers_total`
+    /// (changes of the primary this process has seen) and `httpsd_redis_primary{mode,
+    /// address}` = 1 for the primary in use. Registered on the first call (only
+    /// processes on Redis show them); called before each exposition.
+    pub fn redis_topology(&self, topology: &crate::store::RedisTopology) {
+        let (failovers, primary) = self.redis.get_or_init(|| {
+            (
+                plain_counter(
+                    &self.registry,
+                    "httpsd_redis_failovers_total",
+                    "Changes of the Redis primary (Sentinel or Cluster failovers) this process has seen.",
+                ),
+                gauge(
+                    &self.registry,
+                    "httpsd_redis_primary",
+                    "1 for the Redis node this process uses as the primary (for a cluster: of httpsd's hash slot).",
+                    &["mode", "address"],
+                ),
+            )
+        });
+        let seen = failovers.get();
+        if topology.failovers > seen {
+            failovers.inc_by(topology.failovers - seen);
+        }
+        primary.reset();
+        if let Some(address) = &topology.primary {
+            let mode = serde_json::to_value(topology.mode)
+                .ok()
+                .and_then(|m| m.as_str().map(str::to_string))
+                .unwrap_or_default();
+            primary.with_label_values(&[mode.as_str(), address]).set(1);
+        }
     }
 
     /// The handles of generator `name` (its path relative to the root).

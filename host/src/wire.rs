@@ -33,6 +33,9 @@ macro_rules! httpsd_prefix {
 
 /// The common prefix of httpsd's own keys (dedupe markers, leases, attempts, runs).
 pub const PREFIX: &str = httpsd_prefix!();
+/// `<full_path>`: a path's cache entry is its `full_path` itself, the old tool's key
+/// (on a Redis Cluster every key gets a hash tag in front, store/redis/keys.rs).
+pub const ENTRY_PREFIX: &str = "";
 /// `error:<full_path>`: a path's last error, the old tool's key.
 pub const ERROR_PREFIX: &str = "error:";
 /// `httpsd:job:<full_path>`: a path's dedupe marker.
@@ -57,7 +60,8 @@ pub const INVALIDATE_CHANNEL: &str = concat!(httpsd_prefix!(), "invalidate");
 /// The names above that the Lua scripts use, each under the name of its Rust const:
 /// the scripts see `local MARKER_PREFIX = "httpsd:job:"` and so on, and spell no key
 /// of their own. (The queue and the processing list reach them as `KEYS`.)
-pub const SCRIPT_NAMES: [(&str, &str); 9] = [
+pub const SCRIPT_NAMES: [(&str, &str); 10] = [
+    ("ENTRY_PREFIX", ENTRY_PREFIX),
     ("ERROR_PREFIX", ERROR_PREFIX),
     ("MARKER_PREFIX", MARKER_PREFIX),
     ("LEASE_PREFIX", LEASE_PREFIX),

@@ -16,6 +16,7 @@ use crate::worker::{self, JobContext};
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Runs `main` on a tokio runtime with at most `threads` worker threads and at most one
@@ -137,7 +138,10 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let tree = open_tree(&args.dir)?;
     let store = Arc::new(RedisStore::new(
         args.redis.settings(),
-        Retention::default(),
+        Retention {
+            lease: args.job_lease.max(Duration::from_millis(300)),
+            ..Retention::default()
+        },
     )?);
     check_store(&*store).await;
     let app = App::new(

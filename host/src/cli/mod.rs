@@ -146,6 +146,12 @@ pub struct ServerArgs {
     /// How often the target directory is re-read.
     #[command(flatten)]
     pub tree: TreeArgs,
+    /// The workers' --job-lease (the same variable): a path's dedupe marker older than
+    /// this must still have its job in the queue or running, else a poll enqueues the
+    /// path again (a job lost in a Redis failover then blocks its path for a lease at
+    /// most).
+    #[arg(long, env = "HTTPSD_JOB_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub job_lease: Duration,
 }
 
 /// `httpsd worker DIR`.

@@ -157,6 +157,9 @@ fn write_header<S: Store>(
         },
         total = selection.total,
     );
+    if let Some(t) = app.store.redis_topology() {
+        write_topology(html, &t);
+    }
     if let Some(e) = store_error {
         let _ = write!(
             html,
@@ -164,6 +167,34 @@ fn write_header<S: Store>(
             escape(e)
         );
     }
+}
+
+/// The Redis line: mode, primary in use, failovers seen, and the sentinels or seed
+/// nodes of the URL.
+fn write_topology(html: &mut String, t: &crate::store::RedisTopology) {
+    let mode = match t.mode {
+        crate::store::RedisMode::Single => "one primary".to_string(),
+        crate::store::RedisMode::Sentinel => format!(
+            "Sentinel, master {}",
+            escape(t.master_name.as_deref().unwrap_or(""))
+        ),
+        crate::store::RedisMode::Cluster => "Cluster".to_string(),
+    };
+    let nodes = if t.nodes.is_empty() {
+        String::new()
+    } else {
+        let role = match t.mode {
+            crate::store::RedisMode::Sentinel => "sentinels",
+            _ => "seed nodes",
+        };
+        format!(" · {role}: {}", escape(&t.nodes.join(", ")))
+    };
+    let _ = write!(
+        html,
+        "<p id=\"redis-topology\">redis: {mode} · primary <b>{}</b> · {} failovers seen{nodes}</p>",
+        escape(t.primary.as_deref().unwrap_or("not known yet")),
+        t.failovers,
+    );
 }
 
 /// The filter form and how many paths of this page are in each state.

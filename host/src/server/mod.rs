@@ -195,16 +195,21 @@ async fn healthz() -> Response {
 /// Ready when the store answers: a load balancer stops sending requests to a server
 /// that lost Redis.
 async fn readyz<S: Store>(State(app): State<Arc<App<S>>>) -> Response {
-    match app.store.ping().await {
-        Ok(()) => json(
+    let (status, mut body) = match app.store.ping().await {
+        Ok(()) => (
             StatusCode::OK,
-            &serde_json::json!({ "status": "ready", "store": app.store.kind() }),
+            serde_json::json!({ "status": "ready", "store": app.store.kind() }),
         ),
-        Err(e) => json(
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "not ready", "store": app.store.kind(), "error": e.to_string() }),
+            serde_json::json!({ "status": "not ready", "store": app.store.kind(), "error": e.to_string() }),
         ),
+    };
+    // Which Redis node is the primary in use, and the failovers seen.
+    if let Some(topology) = app.store.redis_topology() {
+        body["redis"] = serde_json::to_value(topology).unwrap_or_default();
     }
+    json(status, &body)
 }
 
 async fn metrics<S: Store>(
@@ -219,6 +224,9 @@ async fn metrics<S: Store>(
 
 /// `/metrics`, with the queue gauges read from the store just before.
 pub async fn metrics_response<S: Store>(store: &S, metrics: &Metrics) -> Response {
+    if let Some(topology) = store.redis_topology() {
+        metrics.redis_topology(&topology);
+    }
     match store.queue_lengths().await {
         Ok((pending, processing)) => {
             metrics

@@ -24,7 +24,7 @@ pub mod memory;
 pub mod redis;
 
 pub use memory::{MemoryBounds, MemoryStore, MemoryUsage};
-pub use redis::{RedisSettings, RedisStore, RedisTls};
+pub use redis::{RedisMode, RedisSettings, RedisStore, RedisTls, RedisTopology};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -316,6 +316,12 @@ pub trait Store: Send + Sync + 'static {
     /// cache in front of it never goes live, which is right: it would save nothing.
     fn invalidations(&self) -> Invalidations {
         Box::pin(futures::stream::pending())
+    }
+
+    /// For a Redis store: the mode, the primary in use and the failovers seen
+    /// (`/readyz`, `/metrics`, the admin page). `None` for a store without Redis.
+    fn redis_topology(&self) -> Option<RedisTopology> {
+        None
     }
 }
 

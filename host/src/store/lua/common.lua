@@ -1,12 +1,14 @@
 -- Helpers prepended to every httpsd script. Key names come from src/wire.rs: the
 -- MARKER_PREFIX, LEASE_PREFIX, ... and INVALIDATE_CHANNEL locals used here are defined
 -- above this file by store/redis/scripts.rs from the Rust consts of the same names, so
--- no script spells a key itself. httpsd:job:<full_path> is a path's dedupe marker (a
+-- no script spells a key itself (on a Redis Cluster each prefix starts with the hash
+-- tag {httpsd}, so every key of httpsd is in one slot). httpsd:job:<full_path> is a path's dedupe marker (a
 -- hash: state queued|running, job = sha1 of the job's JSON, raw, worker, since),
 -- httpsd:lease:<sha1> a running job's lease, httpsd:attempts:<sha1> how often it was
 -- taken, httpsd:run:<full_path> the last run's report. A job's id is the sha1 of its
 -- exact bytes in the lists. INVALIDATE_CHANNEL is the channel of server/local.rs: the
 -- full_path of every entry written or deleted.
+local function entry_key(full_path) return ENTRY_PREFIX .. full_path end
 local function marker_key(full_path) return MARKER_PREFIX .. full_path end
 local function lease_key(id) return LEASE_PREFIX .. id end
 local function attempts_key(id) return ATTEMPTS_PREFIX .. id end

@@ -21,7 +21,7 @@ for i = 7, #ARGV, 7 do
   local mine = owner[1] == id and owner[2] == 'running'
   if kind == '1' then
     redis.call('DEL', lease_key(id), attempts_key(id), error_key(fp))
-    redis.call('SET', fp, ARGV[i + 4], 'PX', cache_ttl)
+    redis.call('SET', entry_key(fp), ARGV[i + 4], 'PX', cache_ttl)
     -- Servers' local caches drop their copy (server/local.rs).
     redis.call('PUBLISH', INVALIDATE_CHANNEL, fp)
   else

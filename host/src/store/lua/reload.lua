@@ -13,7 +13,7 @@ if tonumber(ARGV[5]) > 0 then
     return {-1, redis.call('PTTL', cooldown)}
   end
 end
-local cache = redis.call('DEL', fp)
+local cache = redis.call('DEL', entry_key(fp))
 local err = redis.call('DEL', error_key(fp))
 -- Servers' local caches drop their copy (server/local.rs).
 redis.call('PUBLISH', INVALIDATE_CHANNEL, fp)

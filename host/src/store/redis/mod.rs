@@ -1,30 +1,43 @@
 //! The Redis store: the shared state of a fleet, in the wire format of DESIGN §8.
 //!
-//! One file per concern: `settings` (how to reach Redis, TLS), `pool` (its connections
-//! and the outage gate), `scripts` (the Lua scripts, which see the key names of
-//! `wire.rs`), `replies` (Redis's answers read into the store's types),
-//! `invalidations` (the servers' feed of changed entries), and here the
-//! [`Store`] impl, which only says which command or script does what.
+//! One file per concern: `settings` (how to reach Redis, TLS), `endpoint` (the URL
+//! forms: one primary, Sentinel, Cluster), `backend` (a connection to the primary in
+//! each form), `sentinel` and `cluster` (finding the primary and following its
+//! failovers), `topology` (the primary in use, failovers seen), `keys` (the key
+//! layout: the 3.x names, or behind a hash tag on a cluster), `pool` (connections and
+//! the outage gate), `scripts` (the Lua scripts, which see the key names of `wire.rs`),
+//! `replies` (Redis's answers read into the store's types), `invalidations` (the
+//! servers' feed of changed entries), and here the [`Store`] impl, which only says
+//! which command or script does what.
 
+mod backend;
+mod cluster;
+mod endpoint;
 mod invalidations;
+mod keys;
 mod pool;
 mod replies;
 mod scripts;
+mod sentinel;
 mod settings;
+mod topology;
 
-pub use pool::PooledConn;
 pub use settings::{RedisSettings, RedisTls, redact_url};
+pub use topology::{RedisMode, RedisTopology};
 
 use super::{
     CoolingDown, DebugView, Finished, Invalidations, NewJob, Outcome, ReloadOutcome, Retention,
-    Store, StoreResult, Taken, check_value_sizes,
+    Store, StoreError, StoreResult, Taken, check_value_sizes,
 };
 use crate::clock::now_unix;
-use crate::wire::{self, PROCESSING, QUEUE};
+use crate::wire;
+use backend::Backend;
 use bytes::Bytes;
+use keys::Keys;
 use pool::{Pool, on_conn, unavailable};
 use redis::{RedisError, Script, ScriptInvocation, Value};
 use scripts::Scripts;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most bytes of values sent in one `finish.lua` call: a group of large results goes
@@ -39,6 +52,7 @@ const OVERVIEW_CHUNK: usize = 256;
 pub struct RedisStore {
     pool: Pool,
     scripts: Scripts,
+    keys: Keys,
     /// See [`RedisSettings::max_value_bytes`].
     max_value_bytes: u64,
     retention: Retention,
@@ -64,20 +78,29 @@ impl RedisStore {
     /// down and serves 503s (or waits) until it is back. Fails only for settings that
     /// can never work (a bad URL, an unreadable certificate).
     pub fn new(settings: RedisSettings, retention: Retention) -> StoreResult<RedisStore> {
-        let client = settings::client(&settings)?;
+        let endpoint = endpoint::parse(&settings)?;
+        let backend = Backend::new(endpoint, settings.timeout).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "invalid Redis settings for {}: {e}",
+                redact_url(&settings.url)
+            ))
+        })?;
+        let keys = backend.keys();
         Ok(RedisStore {
-            pool: Pool::new(client, settings.timeout, settings.pool_size),
-            scripts: Scripts::new(),
+            pool: Pool::new(Arc::new(backend), settings.timeout, settings.pool_size),
+            scripts: Scripts::new(keys),
+            keys,
             max_value_bytes: settings.max_value_bytes,
             retention,
         })
     }
 
-    /// `enqueue.lua` or `reload.lua` with the arguments both take: the queue, the job's
-    /// path, the job, now and the marker TTL.
+    /// `enqueue.lua` or `reload.lua` with the arguments both take: the queue, the
+    /// processing list, the job's path, the job, now and the marker TTL.
     fn push_invocation<'s>(&self, script: &'s Script, job: &NewJob) -> ScriptInvocation<'s> {
-        let mut invocation = script.key(QUEUE);
+        let mut invocation = script.key(self.keys.queue());
         invocation
+            .key(self.keys.processing())
             .arg(&job.full_path)
             .arg(&job.raw)
             .arg(now_unix())
@@ -89,12 +112,12 @@ impl RedisStore {
     async fn take_blocking(&self, worker_id: &str, wait: Duration) -> StoreResult<Vec<Taken>> {
         let mut conn = self.pool.blocking_conn(wait).await?;
         let moved: Result<Option<String>, RedisError> = redis::cmd("BLMOVE")
-            .arg(QUEUE)
-            .arg(PROCESSING)
+            .arg(self.keys.queue())
+            .arg(self.keys.processing())
             .arg("RIGHT")
             .arg("LEFT")
             .arg(wait.as_secs_f64().max(0.01))
-            .query_async(&mut conn)
+            .query_async(&mut conn.0)
             .await;
         self.pool.keep_blocking(conn, &moved);
         let Some(raw) = moved.map_err(unavailable)? else {
@@ -105,6 +128,7 @@ impl RedisStore {
         let (lease_id, attempts): (String, u32) = on_conn!(self.pool, |c| {
             self.scripts
                 .start
+                .key(self.keys.processing())
                 .arg(&raw)
                 .arg(worker_id)
                 .arg(now_unix())
@@ -122,9 +146,9 @@ impl RedisStore {
 
     /// One `finish.lua` call.
     async fn finish_call(&self, done: &[Finished]) -> StoreResult<()> {
-        let mut invocation = self.scripts.finish.key(PROCESSING);
+        let mut invocation = self.scripts.finish.key(self.keys.processing());
         invocation
-            .key(QUEUE)
+            .key(self.keys.queue())
             .arg(ms(self.retention.cache))
             .arg(ms(self.retention.error))
             .arg(wire::HISTORY_LEN)
@@ -152,16 +176,17 @@ impl RedisStore {
     /// The overview of up to [`OVERVIEW_CHUNK`] paths, in one pipelined round trip.
     async fn overview_chunk(&self, full_paths: &[String]) -> StoreResult<Vec<DebugView>> {
         let mut pipe = redis::pipe();
+        let k = self.keys;
         for fp in full_paths {
-            pipe.cmd("GET").arg(fp);
-            pipe.cmd("GET").arg(wire::error_key(fp));
-            pipe.cmd("HGETALL").arg(wire::marker_key(fp));
-            pipe.cmd("GET").arg(wire::run_key(fp));
+            pipe.cmd("GET").arg(k.entry(fp));
+            pipe.cmd("GET").arg(k.of(wire::error_key(fp)));
+            pipe.cmd("HGETALL").arg(k.of(wire::marker_key(fp)));
+            pipe.cmd("GET").arg(k.of(wire::run_key(fp)));
             pipe.cmd("LRANGE")
-                .arg(wire::history_key(fp))
+                .arg(k.of(wire::history_key(fp)))
                 .arg(0)
                 .arg(wire::HISTORY_LEN - 1);
-            pipe.cmd("PTTL").arg(wire::reload_key(fp));
+            pipe.cmd("PTTL").arg(k.of(wire::reload_key(fp)));
         }
         let rows: Vec<replies::OverviewRow> = on_conn!(self.pool, |c| pipe.query_async(c).await)?;
         Ok(rows.into_iter().map(replies::debug_view).collect())
@@ -175,7 +200,7 @@ impl Store for RedisStore {
 
     async fn get_entry(&self, full_path: &str) -> StoreResult<Option<Bytes>> {
         let value: Option<Vec<u8>> = on_conn!(self.pool, |c| redis::cmd("GET")
-            .arg(full_path)
+            .arg(self.keys.entry(full_path))
             .query_async(c)
             .await)?;
         Ok(value.map(Bytes::from))
@@ -198,7 +223,9 @@ impl Store for RedisStore {
     }
 
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
-        let invocation = self.push_invocation(&self.scripts.enqueue, job);
+        let mut invocation = self.push_invocation(&self.scripts.enqueue, job);
+        // A marker older than a lease must still have its job (enqueue.lua).
+        invocation.arg(self.retention.lease.as_secs_f64());
         let pushed: i64 = on_conn!(self.pool, |c| invocation.invoke_async(c).await)?;
         Ok(pushed == 1)
     }
@@ -209,7 +236,6 @@ impl Store for RedisStore {
         cooldown: Duration,
     ) -> StoreResult<Result<ReloadOutcome, CoolingDown>> {
         let mut invocation = self.push_invocation(&self.scripts.reload, job);
-        invocation.key(PROCESSING);
         // 0 (no cooldown) must stay 0, not ms()'s minimum of 1.
         invocation.arg(cooldown.as_millis().min(u64::MAX as u128) as u64);
         let answer: Vec<i64> = on_conn!(self.pool, |c| invocation.invoke_async(c).await)?;
@@ -221,8 +247,8 @@ impl Store for RedisStore {
         let flat: Vec<Value> = on_conn!(self.pool, |c| {
             self.scripts
                 .take
-                .key(QUEUE)
-                .key(PROCESSING)
+                .key(self.keys.queue())
+                .key(self.keys.processing())
                 .arg(max.max(1))
                 .arg(worker_id)
                 .arg(now_unix())
@@ -241,7 +267,7 @@ impl Store for RedisStore {
         if running.is_empty() {
             return Ok(0);
         }
-        let mut invocation = self.scripts.heartbeat.key(PROCESSING);
+        let mut invocation = self.scripts.heartbeat.key(self.keys.processing());
         invocation
             .arg(ms(self.retention.lease))
             .arg(ms(self.retention.marker));
@@ -277,8 +303,8 @@ impl Store for RedisStore {
             on_conn!(self.pool, |c| {
                 self.scripts
                     .hand_back
-                    .key(QUEUE)
-                    .key(PROCESSING)
+                    .key(self.keys.queue())
+                    .key(self.keys.processing())
                     .arg(&t.raw)
                     .arg(&t.lease_id)
                     .arg(now_unix())
@@ -293,7 +319,7 @@ impl Store for RedisStore {
         on_conn!(self.pool, |c| self
             .scripts
             .orphans
-            .key(PROCESSING)
+            .key(self.keys.processing())
             .invoke_async(c)
             .await)
     }
@@ -302,8 +328,8 @@ impl Store for RedisStore {
         let moved: i64 = on_conn!(self.pool, |c| {
             self.scripts
                 .requeue
-                .key(QUEUE)
-                .key(PROCESSING)
+                .key(self.keys.queue())
+                .key(self.keys.processing())
                 .arg(raw)
                 .arg(now_unix())
                 .invoke_async(c)
@@ -316,9 +342,9 @@ impl Store for RedisStore {
         on_conn!(self.pool, |c| {
             redis::pipe()
                 .cmd("LLEN")
-                .arg(QUEUE)
+                .arg(self.keys.queue())
                 .cmd("LLEN")
-                .arg(PROCESSING)
+                .arg(self.keys.processing())
                 .query_async(c)
                 .await
         })
@@ -329,6 +355,10 @@ impl Store for RedisStore {
     }
 
     fn invalidations(&self) -> Invalidations {
-        invalidations::follow(self.pool.client().clone())
+        invalidations::follow(self.pool.backend().clone())
+    }
+
+    fn redis_topology(&self) -> Option<RedisTopology> {
+        Some(self.pool.backend().topology.snapshot())
     }
 }

@@ -15,9 +15,10 @@
 //! fails the others at once: an outage then costs a request microseconds, not the
 //! connect timeout.
 
+use super::backend::{Backend, Conn};
 use crate::store::{StoreError, StoreResult, lock};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,12 +38,14 @@ macro_rules! on_conn {
 }
 pub(super) use on_conn;
 
-/// A pooled connection that remembers whether it failed at the connection level.
+/// A pooled connection that remembers whether it failed at the connection level, and
+/// the topology generation it was made in (a failover since makes it stale).
 /// Cloning shares the connection (redis-rs multiplexes the clones' commands on it).
 #[derive(Clone)]
-pub struct PooledConn {
-    pub(super) conn: MultiplexedConnection,
+pub(super) struct PooledConn {
+    pub(super) conn: Conn,
     broken: Arc<AtomicBool>,
+    generation: u64,
 }
 
 impl PooledConn {
@@ -50,8 +53,11 @@ impl PooledConn {
     /// failed at the connection level (bb8 then replaces it). Redis refusing the
     /// command itself is [`StoreError::Refused`], anything else `Unavailable`.
     pub(super) fn check<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
+        // A cluster connection mends itself node by node (and a failover is the
+        // topology watcher's to see); one to a single node is replaced.
         if let Err(e) = &result
             && is_connection_error(e)
+            && matches!(self.conn, Conn::Node(_))
         {
             self.broken.store(true, Ordering::Relaxed);
         }
@@ -67,15 +73,24 @@ impl PooledConn {
         })
     }
 
-    fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed)
+    fn is_broken(&self, generation: u64) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.generation != generation
     }
 }
 
 /// A connection-level failure: the connection is no good any more (unlike a command
-/// Redis answered with an error, after which it still is).
+/// Redis answered with an error, after which it still is). `READONLY` and `MASTERDOWN`
+/// count: the node was the primary when we connected and is a replica now (a Sentinel
+/// failover), so the next connection must ask where the primary went.
 pub(super) fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
 }
 
 /// Redis answered, and refused this very command: a script error (`ERR`), an aborted
@@ -100,8 +115,9 @@ pub(super) fn unavailable(e: RedisError) -> StoreError {
 /// ever; this one drops a connection once a command on it failed at the connection
 /// level, and bb8 replaces it.
 struct Manager {
-    client: Client,
+    backend: Arc<Backend>,
     config: AsyncConnectionConfig,
+    timeout: Duration,
     /// Why the last connection attempt failed (wrong password, untrusted certificate,
     /// refused): bb8 only reports "timed out" to the caller, and an operator looking at
     /// `/readyz` needs the cause.
@@ -113,14 +129,13 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<PooledConn, RedisError> {
-        let connected = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await;
+        let generation = self.backend.topology.generation();
+        let connected = self.backend.connect(&self.config, self.timeout).await;
         *lock(&self.last_error) = connected.as_ref().err().map(|e| e.to_string());
         Ok(PooledConn {
             conn: connected?,
             broken: Arc::new(AtomicBool::new(false)),
+            generation,
         })
     }
 
@@ -129,7 +144,7 @@ impl bb8::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PooledConn) -> bool {
-        conn.is_broken()
+        conn.is_broken(self.backend.topology.generation())
     }
 }
 
@@ -149,7 +164,7 @@ impl bb8::ErrorSink<RedisError> for LogSink {
 
 /// Every connection of one [`RedisStore`](super::RedisStore).
 pub(super) struct Pool {
-    client: Client,
+    backend: Arc<Backend>,
     pool: bb8::Pool<Manager>,
     /// Connections in use, shared by every caller: taking one is a clone, not a pool
     /// checkout (no lock wait, no timer per command), and concurrent commands on one
@@ -162,8 +177,9 @@ pub(super) struct Pool {
     /// the others fail at once.
     down: AtomicBool,
     probe: tokio::sync::Mutex<()>,
-    /// Idle connections for blocking reads, reused between takes.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Idle connections for blocking reads, reused between takes (with the topology
+    /// generation they were made in).
+    blocking: Mutex<Vec<(MultiplexedConnection, u64)>>,
     /// Connect and response timeout, and the longest wait for a pooled connection.
     timeout: Duration,
     /// Shared with the pool's [`Manager`].
@@ -173,7 +189,7 @@ pub(super) struct Pool {
 impl Pool {
     /// `size` shared connections to `client`, none of them opened yet: a server or
     /// worker starts while Redis is down and serves 503s (or waits) until it is back.
-    pub(super) fn new(client: Client, timeout: Duration, size: u32) -> Pool {
+    pub(super) fn new(backend: Arc<Backend>, timeout: Duration, size: u32) -> Pool {
         let size = size.max(1);
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -191,12 +207,13 @@ impl Pool {
             .max_lifetime(None)
             .error_sink(Box::new(LogSink))
             .build_unchecked(Manager {
-                client: client.clone(),
+                backend: backend.clone(),
                 config,
+                timeout,
                 last_error: last_error.clone(),
             });
         Pool {
-            client,
+            backend,
             pool,
             slots: (0..size).map(|_| Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
@@ -208,8 +225,8 @@ impl Pool {
         }
     }
 
-    pub(super) fn client(&self) -> &Client {
-        &self.client
+    pub(super) fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     /// `": <why the last connection attempt failed>"`, or nothing.
@@ -224,7 +241,11 @@ impl Pool {
     /// pool (connecting if need be, waiting at most the timeout) when it broke.
     pub(super) async fn conn(&self) -> StoreResult<PooledConn> {
         let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let shared = lock(slot).as_ref().filter(|c| !c.is_broken()).cloned();
+        let generation = self.backend.topology.generation();
+        let shared = lock(slot)
+            .as_ref()
+            .filter(|c| !c.is_broken(generation))
+            .cloned();
         if let Some(conn) = shared {
             return Ok(conn);
         }
@@ -264,25 +285,31 @@ impl Pool {
 
     /// A connection of its own for a command blocking up to `wait`: an idle one, or a
     /// new one whose response timeout outlasts the block.
-    pub(super) async fn blocking_conn(&self, wait: Duration) -> StoreResult<MultiplexedConnection> {
-        let idle = lock(&self.blocking).pop();
+    pub(super) async fn blocking_conn(
+        &self,
+        wait: Duration,
+    ) -> StoreResult<(MultiplexedConnection, u64)> {
+        let generation = self.backend.topology.generation();
+        let idle = {
+            let mut idle = lock(&self.blocking);
+            idle.retain(|(_, g)| *g == generation);
+            idle.pop()
+        };
         if let Some(conn) = idle {
             return Ok(conn);
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(wait + self.timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
+        let conn = self.backend.node(&config).await.map_err(unavailable)?;
+        Ok((conn, generation))
     }
 
     /// Keeps a blocking connection for the next take, unless its command failed at the
     /// connection level (then it is dropped).
     pub(super) fn keep_blocking<T>(
         &self,
-        conn: MultiplexedConnection,
+        conn: (MultiplexedConnection, u64),
         result: &Result<T, RedisError>,
     ) {
         match result {

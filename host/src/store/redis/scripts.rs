@@ -6,6 +6,7 @@
 //! ([`wire::SCRIPT_NAMES`]), so the names are spelled once for Rust and Lua alike;
 //! `lua/common.lua`, the helpers every script shares; and the script's own file.
 
+use super::keys::Keys;
 use crate::wire;
 use redis::Script;
 
@@ -27,8 +28,9 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn new() -> Scripts {
-        let preamble = preamble();
+    /// The scripts for the key space `keys`.
+    pub(super) fn new(keys: Keys) -> Scripts {
+        let preamble = preamble(keys);
         let load = |body: &str| Script::new(&format!("{preamble}{COMMON}\n{body}"));
         Scripts {
             enqueue: load(include_str!("../lua/enqueue.lua")),
@@ -44,11 +46,17 @@ impl Scripts {
     }
 }
 
-/// `local NAME = "value"`, one line per name of [`wire::SCRIPT_NAMES`].
-fn preamble() -> String {
+/// `local NAME = "value"`, one line per name of [`wire::SCRIPT_NAMES`], each key
+/// prefix in the key space `keys` (channels are not keys: they keep their names).
+fn preamble(keys: Keys) -> String {
     let mut out = String::from("-- Generated from src/wire.rs by store/redis/scripts.rs.\n");
     for (name, value) in wire::SCRIPT_NAMES {
-        out.push_str(&format!("local {name} = {}\n", lua_string(value)));
+        let value = if name.ends_with("_PREFIX") {
+            keys.of(value)
+        } else {
+            value.into()
+        };
+        out.push_str(&format!("local {name} = {}\n", lua_string(&value)));
     }
     out
 }
@@ -106,8 +114,9 @@ mod tests {
 
     #[test]
     fn the_preamble_defines_each_key_name_of_wire_rs() {
-        let preamble = preamble();
+        let preamble = preamble(Keys::PLAIN);
         for (name, value) in [
+            ("ENTRY_PREFIX", wire::ENTRY_PREFIX),
             ("ERROR_PREFIX", wire::ERROR_PREFIX),
             ("MARKER_PREFIX", wire::MARKER_PREFIX),
             ("LEASE_PREFIX", wire::LEASE_PREFIX),
@@ -121,6 +130,18 @@ mod tests {
             let line = format!("local {name} = \"{value}\"\n");
             assert!(preamble.contains(&line), "{line:?} missing from {preamble}");
         }
+    }
+
+    #[test]
+    fn on_a_cluster_every_key_prefix_carries_the_hash_tag_and_channels_do_not() {
+        let preamble = preamble(Keys::CLUSTER);
+        assert!(preamble.contains("local ENTRY_PREFIX = \"{httpsd}\"\n"));
+        assert!(preamble.contains("local MARKER_PREFIX = \"{httpsd}httpsd:job:\"\n"));
+        let channel = format!(
+            "local INVALIDATE_CHANNEL = \"{}\"\n",
+            wire::INVALIDATE_CHANNEL
+        );
+        assert!(preamble.contains(&channel));
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! wrong setting (an unreadable certificate, a plain URL with TLS files) is found here,
 //! at start-up, instead of as a stream of connection failures later.
 
-use crate::store::{DEFAULT_MAX_VALUE_BYTES, StoreError, StoreResult};
-use redis::Client;
+use crate::store::DEFAULT_MAX_VALUE_BYTES;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,12 +39,6 @@ pub struct RedisTls {
     pub client_key: Option<PathBuf>,
 }
 
-impl RedisTls {
-    fn is_empty(&self) -> bool {
-        self.ca.is_none() && self.client_cert.is_none() && self.client_key.is_none()
-    }
-}
-
 /// The URL with its password replaced, for logs and errors: a URL is printed in many
 /// places (start-up, `/readyz`, errors), and the password must be in none of them.
 pub fn redact_url(url: &str) -> String {
@@ -53,13 +46,27 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let redacted = match rest[..authority_end].rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split_once(':').map_or("", |(u, _)| u);
             format!("{scheme}://{user}:[secret]{}", &rest[at..])
         }
         None => url.to_string(),
+    };
+    // The sentinels' own password (redis+sentinel://...?sentinel_password=...).
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.contains("password") => format!("{k}=[secret]"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => redacted,
     }
 }
 
@@ -87,51 +94,6 @@ impl Default for RedisSettings {
     }
 }
 
-/// The client for `settings`: a plain URL as it is, or a `rediss://` one with the
-/// certificate files read now, so a wrong path is an error at start-up, not a stream
-/// of connection failures.
-pub(super) fn client(settings: &RedisSettings) -> StoreResult<Client> {
-    let invalid = |what: String| {
-        StoreError::Unavailable(format!(
-            "invalid Redis settings for {}: {what}",
-            redact_url(&settings.url)
-        ))
-    };
-    let tls = &settings.tls;
-    if tls.is_empty() {
-        return Client::open(settings.url.as_str()).map_err(|e| invalid(e.to_string()));
-    }
-    if !settings.url.starts_with("rediss://") {
-        return Err(invalid(
-            "--redis-ca, --redis-client-cert and --redis-client-key need a rediss:// URL".into(),
-        ));
-    }
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))
-    };
-    let client_tls = match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert)?,
-            client_key: read(key)?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(invalid(
-                "--redis-client-cert and --redis-client-key go together".into(),
-            ));
-        }
-    };
-    let root_cert = tls.ca.as_ref().map(read).transpose()?;
-    Client::build_with_tls(
-        settings.url.as_str(),
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| invalid(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::{RedisSettings, redact_url};
@@ -151,6 +113,10 @@ mod tests {
             "redis://localhost:6379/0"
         );
         assert_eq!(redact_url("redis://a:b@c@h/0"), "redis://a:[secret]@h/0");
+        assert_eq!(
+            redact_url("redis+sentinel://u:pw@s1,s2:26380/m/0?sentinel_password=sp"),
+            "redis+sentinel://u:[secret]@s1,s2:26380/m/0?sentinel_password=[secret]"
+        );
         let settings = RedisSettings {
             url: "redis://u:pw-77@h/0".into(),
             ..Default::default()
