@@ -153,6 +153,7 @@ pub mod inventory;
 pub mod process;
 pub mod prometheus;
 pub mod redis_server;
+pub mod redis_topology;
 
 #[allow(unused_imports)]
 pub use http::{Reply, get, request};
@@ -160,6 +161,8 @@ pub use http::{Reply, get, request};
 pub use process::{Httpsd, free_port};
 #[allow(unused_imports)]
 pub use redis_server::RedisServer;
+#[allow(unused_imports)]
+pub use redis_topology::{Cluster, SentinelGroup};
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` seconds with
 /// `what` (the tests wait on real processes; a bound turns a hang into a failure).

@@ -224,8 +224,9 @@ impl Store for RedisStore {
 
     async fn enqueue(&self, job: &NewJob) -> StoreResult<bool> {
         let mut invocation = self.push_invocation(&self.scripts.enqueue, job);
-        // A marker older than a lease must still have its job (enqueue.lua).
-        invocation.arg(self.retention.lease.as_secs_f64());
+        // A marker older than half a lease must still have its job (enqueue.lua): a
+        // job lost in a failover blocks its path for less than a lease.
+        invocation.arg(self.retention.lease.as_secs_f64() / 2.0);
         let pushed: i64 = on_conn!(self.pool, |c| invocation.invoke_async(c).await)?;
         Ok(pushed == 1)
     }

@@ -1,0 +1,286 @@
+//! Redis that loses a machine. A server and two workers run on a Sentinel group and on
+//! a six-node Redis Cluster; the primary holding httpsd's keys is SIGKILLed while four
+//! clients poll and 200 jobs are in flight. Throughout, every answer is JSON, a 200
+//! (from the last good data) or a quick 503; after the promotion every one of the 200
+//! paths is served within a lease period, by the same processes (each saw the
+//! failover: a restarted one would have counted none). The times from the kill are
+//! printed (docs/FAULTS.md records them).
+
+mod support;
+
+use serde_json::Value;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::{Cluster, Httpsd, SentinelGroup, Tree, eventually, get};
+
+/// The fleet's job lease: the bound on how long after the promotion a path may stay
+/// unserved.
+const LEASE: Duration = Duration::from_secs(15);
+/// Paths with a job in flight at the kill.
+const PATHS: usize = 200;
+/// Each job sleeps this long in its generator, so the 200 are still queued or running
+/// when the primary dies (two workers of four slots take about 2.5 s for all).
+const JOB_MS: u32 = 100;
+/// The slowest answer allowed at any moment: the Redis timeout (2 s) with room. A
+/// server that waited out the failover would take far longer.
+const QUICK: Duration = Duration::from_secs(5);
+/// A path every client also polls: cached before the kill.
+const HOT: &str = "/targets/hot";
+
+fn path(i: usize) -> String {
+    format!("/targets/slow?ms={JOB_MS}&i={i}")
+}
+
+/// One answer a client got.
+struct Seen {
+    /// Since the kill (negative: before it).
+    at: f64,
+    target: String,
+    status: u16,
+    json: bool,
+    took: Duration,
+}
+
+/// The times a run measured, in seconds from the kill.
+struct Times {
+    promoted: f64,
+    first_200: f64,
+    last_path: f64,
+}
+
+fn fleet(url: &str) -> (Tree, Httpsd, Vec<Httpsd>) {
+    let tree = Tree::new();
+    tree.wasm("hot/static-nodes.wasm", "static-nodes");
+    tree.wasm("slow/gen.wasm", "fixture-slow-answer");
+    let lease = format!("{}s", LEASE.as_secs());
+    let server = Httpsd::server(tree.root(), url, &["--job-lease", &lease]);
+    let workers = (0..2)
+        .map(|_| {
+            Httpsd::worker(
+                tree.root(),
+                url,
+                &["--job-lease", &lease, "--num-workers", "4"],
+            )
+        })
+        .collect();
+    (tree, server, workers)
+}
+
+/// Polls until `stop`: client `c` of 4 goes round its share of the paths and the hot
+/// path.
+fn poll(
+    port: u16,
+    c: usize,
+    kill: &Mutex<Option<Instant>>,
+    stop: &AtomicBool,
+    log: &Mutex<Vec<Seen>>,
+) {
+    let mine: Vec<String> = (c..PATHS).step_by(4).map(path).collect();
+    let mut k = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let target = if k % 5 == 0 {
+            HOT.to_string()
+        } else {
+            mine[(k - k / 5 - 1) % mine.len()].clone()
+        };
+        k += 1;
+        let t = Instant::now();
+        let reply = get(port, &target);
+        let took = t.elapsed();
+        let at = match *kill.lock().unwrap() {
+            Some(killed) if t >= killed => (t - killed).as_secs_f64(),
+            _ => -1.0,
+        };
+        let (status, json) = match &reply {
+            Ok(r) => (r.status, serde_json::from_slice::<Value>(&r.body).is_ok()),
+            Err(_) => (0, false),
+        };
+        log.lock().unwrap().push(Seen {
+            at,
+            target,
+            status,
+            json,
+            took,
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The whole scenario on `url`: `kill` kills the primary holding httpsd's keys and
+/// returns its port, `promoted` waits for the promotion and names the new primary's.
+fn survive_failover(
+    url: &str,
+    kill: impl FnOnce() -> u16,
+    promoted: impl FnOnce(u16) -> u16,
+) -> Times {
+    let (_tree, server, workers) = fleet(url);
+    eventually(120, "the hot path cached", || {
+        get(server.port, HOT).ok().filter(|r| r.status == 200)
+    });
+    eventually(120, "a first run of the slow generator", || {
+        get(server.port, &path(PATHS))
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+
+    let kill_at: Mutex<Option<Instant>> = Mutex::new(None);
+    let log = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let mut times = None;
+    std::thread::scope(|scope| {
+        for c in 0..4 {
+            let (kill_at, stop, log) = (&kill_at, &stop, &log);
+            scope.spawn(move || poll(server.port, c, kill_at, stop, log));
+        }
+        // The 200 jobs go in (the clients' first polls enqueue them too), then the kill.
+        for i in 0..PATHS {
+            let r = get(server.port, &path(i)).expect("enqueue a path");
+            assert_eq!(r.status, 503, "{}: {}", path(i), r.text());
+        }
+        let old_port = kill();
+        let killed = Instant::now();
+        *kill_at.lock().unwrap() = Some(killed);
+        let new_port = promoted(old_port);
+        let promoted = killed.elapsed().as_secs_f64();
+        eprintln!("primary killed; promoted {new_port} after {promoted:.1}s");
+        // Every path served once after the kill, then the clients stop.
+        let served = |log: &Mutex<Vec<Seen>>| {
+            let log = log.lock().unwrap();
+            let mut first: Vec<Option<f64>> = vec![None; PATHS];
+            for s in log.iter().filter(|s| s.at >= 0.0 && s.status == 200) {
+                if let Some(i) = (0..PATHS).find(|&i| s.target == path(i)) {
+                    first[i].get_or_insert(s.at);
+                }
+            }
+            first
+        };
+        let deadline = killed + Duration::from_secs_f64(promoted) + LEASE + Duration::from_secs(30);
+        while Instant::now() < deadline && served(&log).iter().any(Option::is_none) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A few more polls of the hot path after the last, then the clients stop.
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let first = served(&log);
+        let unserved: Vec<usize> = (0..PATHS).filter(|&i| first[i].is_none()).collect();
+        assert!(
+            unserved.is_empty(),
+            "paths never served after the failover: {unserved:?}"
+        );
+        let last_path = first.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
+        let first_200 = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.at >= 0.0 && s.status == 200)
+            .map(|s| s.at)
+            .fold(f64::INFINITY, f64::min);
+        times = Some((
+            new_port,
+            Times {
+                promoted,
+                first_200,
+                last_path,
+            },
+        ));
+    });
+    let (new_port, times) = times.expect("the scenario ran");
+
+    let log = log.into_inner().unwrap();
+    let bad: Vec<String> = log
+        .iter()
+        .filter(|s| !(s.json && (s.status == 200 || s.status == 503)) || s.took > QUICK)
+        .map(|s| format!("{:.2}s {} -> {} in {:?}", s.at, s.target, s.status, s.took))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "answers that were not a quick JSON 200/503: {bad:?}"
+    );
+    let hot_after = log
+        .iter()
+        .filter(|s| s.target == HOT && s.at > times.promoted);
+    assert!(
+        hot_after.clone().any(|s| s.status == 200),
+        "the hot path is served again after the promotion"
+    );
+    assert!(
+        times.last_path - times.promoted <= LEASE.as_secs_f64(),
+        "the last path was served {:.1}s after the promotion, more than a lease ({LEASE:?})",
+        times.last_path - times.promoted
+    );
+
+    // The same processes lived through it: each saw the failover and uses the new
+    // primary (a restarted process would have seen none).
+    let ready = get(server.port, "/readyz").unwrap().json();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(ready["redis"]["failovers"].as_u64() >= Some(1), "{ready}");
+    assert_eq!(
+        ready["redis"]["primary"],
+        format!("127.0.0.1:{new_port}"),
+        "{ready}"
+    );
+    for w in &workers {
+        let metrics = eventually(20, "the worker's metrics show the failover", || {
+            let text = get(w.port, "/metrics").ok()?.text();
+            text.contains(&format!(
+                "httpsd_redis_primary{{address=\"127.0.0.1:{new_port}\""
+            ))
+            .then_some(text)
+        });
+        let failovers = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("httpsd_redis_failovers_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(failovers >= Some(1.0), "worker failovers: {failovers:?}");
+    }
+    let served_503 = log
+        .iter()
+        .filter(|s| s.at >= 0.0 && s.status == 503)
+        .count();
+    eprintln!(
+        "kill -> promoted {:.1}s, -> first 200 {:.1}s, -> last of {PATHS} paths {:.1}s \
+         ({} answers after the kill, {served_503} of them 503)",
+        times.promoted,
+        times.first_200,
+        times.last_path,
+        log.iter().filter(|s| s.at >= 0.0).count(),
+    );
+    times
+}
+
+#[test]
+fn sentinel_failover_under_load_loses_no_path() {
+    let group = Mutex::new(SentinelGroup::start("httpsd-primary"));
+    let url = group.lock().unwrap().url();
+    let times = survive_failover(
+        &url,
+        || group.lock().unwrap().kill_primary(),
+        |old| group.lock().unwrap().wait_promoted(old, 60),
+    );
+    println!(
+        "FAULTS sentinel: kill -> promoted {:.1}s, first 200 {:.1}s, last path {:.1}s",
+        times.promoted, times.first_200, times.last_path
+    );
+}
+
+#[test]
+fn cluster_failover_under_load_loses_no_path() {
+    let cluster = Mutex::new(Cluster::start());
+    let url = cluster.lock().unwrap().url();
+    let slot = cluster.lock().unwrap().slot_of("{httpsd}");
+    let times = survive_failover(
+        &url,
+        || {
+            let mut c = cluster.lock().unwrap();
+            let old = c.primary_of_slot(slot);
+            c.kill(old);
+            old
+        },
+        |old| cluster.lock().unwrap().wait_promoted(slot, old, 60),
+    );
+    println!(
+        "FAULTS cluster: kill -> promoted {:.1}s, first 200 {:.1}s, last path {:.1}s",
+        times.promoted, times.first_200, times.last_path
+    );
+}
