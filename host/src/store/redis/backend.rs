@@ -51,9 +51,9 @@ impl ConnectionLike for Conn {
 }
 
 enum Kind {
-    Single(Client),
+    Single(Box<Client>),
     Sentinel(Arc<Sentinels>),
-    Cluster(Arc<Seeds>, ClusterClient),
+    Cluster(Arc<Seeds>, Box<ClusterClient>),
 }
 
 /// See the module documentation.
@@ -70,7 +70,7 @@ impl Backend {
                 let topology = Topology::new(RedisMode::Single, Vec::new(), None);
                 let addr = client.get_connection_info().addr().to_string();
                 topology.observe(&addr);
-                (Kind::Single(client), topology)
+                (Kind::Single(Box::new(client)), topology)
             }
             Endpoint::Sentinel {
                 sentinels,
@@ -98,7 +98,7 @@ impl Backend {
                     nodes,
                     timeout,
                 };
-                (Kind::Cluster(Arc::new(seeds), client), topology)
+                (Kind::Cluster(Arc::new(seeds), Box::new(client)), topology)
             }
         };
         Ok(Backend {
@@ -183,7 +183,7 @@ impl Backend {
     pub(super) async fn primary_client(&self) -> RedisResult<Client> {
         self.watch();
         match &self.kind {
-            Kind::Single(client) => Ok(client.clone()),
+            Kind::Single(client) => Ok(Client::clone(client)),
             Kind::Sentinel(s) => {
                 let addr = s.primary().await?;
                 self.topology.observe(&addr.to_string());
