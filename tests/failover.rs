@@ -19,9 +19,9 @@ use support::{Cluster, Httpsd, SentinelGroup, Tree, eventually, get};
 const LEASE: Duration = Duration::from_secs(15);
 /// Paths with a job in flight at the kill.
 const PATHS: usize = 200;
-/// Each job sleeps this long in its generator, so the 200 are still queued or running
-/// when the primary dies (two workers of four slots take about 2.5 s for all).
-const JOB_MS: u32 = 100;
+/// Each job sleeps this long in its generator, so most of the 200 are still queued or
+/// running when the primary dies (two workers of four slots take about 6 s for all).
+const JOB_MS: u32 = 250;
 /// The slowest answer allowed at any moment: the Redis timeout (2 s) with room. A
 /// server that waited out the failover would take far longer.
 const QUICK: Duration = Duration::from_secs(5);
@@ -39,6 +39,8 @@ struct Seen {
     target: String,
     status: u16,
     json: bool,
+    /// The `error` of a JSON error answer.
+    error: Option<String>,
     took: Duration,
 }
 
@@ -57,18 +59,25 @@ fn fleet(url: &str) -> (Tree, Httpsd, Vec<Httpsd>) {
     let server = Httpsd::server(tree.root(), url, &["--job-lease", &lease]);
     let workers = (0..2)
         .map(|_| {
-            Httpsd::worker(
-                tree.root(),
-                url,
-                &["--job-lease", &lease, "--num-workers", "4"],
-            )
+            let flags = ["--job-lease", &lease, "--num-workers", "4"];
+            Httpsd::worker(tree.root(), url, &flags)
         })
         .collect();
     (tree, server, workers)
 }
 
-/// Polls until `stop`: client `c` of 4 goes round its share of the paths and the hot
-/// path.
+/// Sets the flag when dropped: the clients stop however the scenario ends (a failed
+/// assertion inside the thread scope would otherwise wait for them for ever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Polls until `stop`: client `c` of 4 goes round its share of the paths, and every
+/// fifth request is the hot path.
 fn poll(
     port: u16,
     c: usize,
@@ -92,19 +101,72 @@ fn poll(
             Some(killed) if t >= killed => (t - killed).as_secs_f64(),
             _ => -1.0,
         };
-        let (status, json) = match &reply {
-            Ok(r) => (r.status, serde_json::from_slice::<Value>(&r.body).is_ok()),
-            Err(_) => (0, false),
+        let (status, body) = match &reply {
+            Ok(r) => (r.status, serde_json::from_slice::<Value>(&r.body).ok()),
+            Err(_) => (0, None),
         };
+        let error = body
+            .as_ref()
+            .and_then(|b| b["error"].as_str().map(str::to_string));
+        let json = body.is_some();
         log.lock().unwrap().push(Seen {
             at,
             target,
             status,
             json,
+            error,
             took,
         });
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// When each path was first served after the kill.
+fn first_served(log: &Mutex<Vec<Seen>>) -> Vec<Option<f64>> {
+    let log = log.lock().unwrap();
+    let mut first: Vec<Option<f64>> = vec![None; PATHS];
+    for s in log.iter().filter(|s| s.at >= 0.0 && s.status == 200) {
+        if let Some(i) = (0..PATHS).find(|&i| s.target == path(i)) {
+            first[i].get_or_insert(s.at);
+        }
+    }
+    first
+}
+
+/// What the clients were told about the paths not served by `by` seconds after the
+/// kill, and the server's debug view of one of them: for a failure message.
+fn late_paths(port: u16, log: &[Seen], first: &[Option<f64>], by: f64) -> String {
+    let late: Vec<usize> = (0..PATHS)
+        .filter(|&i| first[i].is_none_or(|t| t > by))
+        .collect();
+    let mut errors: Vec<(String, usize)> = Vec::new();
+    for s in log.iter().filter(|s| s.at >= 0.0) {
+        if late.iter().any(|&i| s.target == path(i)) {
+            let e = format!("{} {:?}", s.status, s.error);
+            match errors.iter_mut().find(|(k, _)| *k == e) {
+                Some((_, n)) => *n += 1,
+                None => errors.push((e, 1)),
+            }
+        }
+    }
+    let debug = late
+        .first()
+        .and_then(|&i| get(port, &format!("{}&debug=true", path(i))).ok())
+        .map(|r| r.text())
+        .unwrap_or_default();
+    format!(
+        "{} late paths {late:?}; their answers after the kill: {errors:?}; debug of the first: {debug}",
+        late.len()
+    )
+}
+
+/// The queue's pending + processing jobs, from the server's `/metrics`.
+fn jobs_in_flight(port: u16) -> u64 {
+    let text = get(port, "/metrics").map(|r| r.text()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("httpsd_update_queue_jobs{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// The whole scenario on `url`: `kill` kills the primary holding httpsd's keys and
@@ -127,48 +189,63 @@ fn survive_failover(
     let kill_at: Mutex<Option<Instant>> = Mutex::new(None);
     let log = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
-    let mut times = None;
-    std::thread::scope(|scope| {
+    let (new_port, times) = std::thread::scope(|scope| {
         for c in 0..4 {
             let (kill_at, stop, log) = (&kill_at, &stop, &log);
             scope.spawn(move || poll(server.port, c, kill_at, stop, log));
         }
-        // The 200 jobs go in (the clients' first polls enqueue them too), then the kill.
-        for i in 0..PATHS {
-            let r = get(server.port, &path(i)).expect("enqueue a path");
-            assert_eq!(r.status, 503, "{}: {}", path(i), r.text());
-        }
+        let _stop = StopOnDrop(&stop);
+        // The 200 jobs go in, eight requests at a time (some clients' polls enqueue
+        // them first), then the kill.
+        std::thread::scope(|enqueue| {
+            for first in 0..8 {
+                enqueue.spawn(move || {
+                    for i in (first..PATHS).step_by(8) {
+                        let r = get(server.port, &path(i)).expect("enqueue a path");
+                        assert!(
+                            r.status == 503 || r.status == 200,
+                            "{}: {}",
+                            path(i),
+                            r.text()
+                        );
+                    }
+                });
+            }
+        });
+        let in_flight = jobs_in_flight(server.port);
         let old_port = kill();
         let killed = Instant::now();
         *kill_at.lock().unwrap() = Some(killed);
         let new_port = promoted(old_port);
         let promoted = killed.elapsed().as_secs_f64();
-        eprintln!("primary killed; promoted {new_port} after {promoted:.1}s");
-        // Every path served once after the kill, then the clients stop.
-        let served = |log: &Mutex<Vec<Seen>>| {
-            let log = log.lock().unwrap();
-            let mut first: Vec<Option<f64>> = vec![None; PATHS];
-            for s in log.iter().filter(|s| s.at >= 0.0 && s.status == 200) {
-                if let Some(i) = (0..PATHS).find(|&i| s.target == path(i)) {
-                    first[i].get_or_insert(s.at);
-                }
-            }
-            first
-        };
+        eprintln!(
+            "{in_flight} jobs in flight; primary {old_port} killed; {new_port} promoted after {promoted:.1}s"
+        );
+        // Every path served once after the kill (a lease and a margin at most).
         let deadline = killed + Duration::from_secs_f64(promoted) + LEASE + Duration::from_secs(30);
-        while Instant::now() < deadline && served(&log).iter().any(Option::is_none) {
+        while Instant::now() < deadline && first_served(&log).iter().any(Option::is_none) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        // A few more polls of the hot path after the last, then the clients stop.
+        // A few more polls of the hot path, then the clients stop.
         std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::Relaxed);
-        let first = served(&log);
-        let unserved: Vec<usize> = (0..PATHS).filter(|&i| first[i].is_none()).collect();
-        assert!(
-            unserved.is_empty(),
-            "paths never served after the failover: {unserved:?}"
-        );
+        let first = first_served(&log);
+        let by = promoted + LEASE.as_secs_f64();
+        if first.iter().any(|t| t.is_none_or(|t| t > by)) {
+            let log = log.lock().unwrap();
+            panic!(
+                "not every path was served within a lease ({LEASE:?}) of the promotion: {}",
+                late_paths(server.port, &log, &first, by)
+            );
+        }
         let last_path = first.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
+        if last_path > promoted + 5.0 {
+            // Not a failure: which healing took that long.
+            let log = log.lock().unwrap();
+            eprintln!(
+                "served after promotion + 5s: {}",
+                late_paths(server.port, &log, &first, promoted + 5.0)
+            );
+        }
         let first_200 = log
             .lock()
             .unwrap()
@@ -176,16 +253,15 @@ fn survive_failover(
             .filter(|s| s.at >= 0.0 && s.status == 200)
             .map(|s| s.at)
             .fold(f64::INFINITY, f64::min);
-        times = Some((
+        (
             new_port,
             Times {
                 promoted,
                 first_200,
                 last_path,
             },
-        ));
+        )
     });
-    let (new_port, times) = times.expect("the scenario ran");
 
     let log = log.into_inner().unwrap();
     let bad: Vec<String> = log
@@ -203,11 +279,6 @@ fn survive_failover(
     assert!(
         hot_after.clone().any(|s| s.status == 200),
         "the hot path is served again after the promotion"
-    );
-    assert!(
-        times.last_path - times.promoted <= LEASE.as_secs_f64(),
-        "the last path was served {:.1}s after the promotion, more than a lease ({LEASE:?})",
-        times.last_path - times.promoted
     );
 
     // The same processes lived through it: each saw the failover and uses the new
@@ -234,17 +305,16 @@ fn survive_failover(
             .and_then(|v| v.trim().parse::<f64>().ok());
         assert!(failovers >= Some(1.0), "worker failovers: {failovers:?}");
     }
-    let served_503 = log
-        .iter()
-        .filter(|s| s.at >= 0.0 && s.status == 503)
-        .count();
+    let after: Vec<&Seen> = log.iter().filter(|s| s.at >= 0.0).collect();
+    let served_503 = after.iter().filter(|s| s.status == 503).count();
+    let slowest = after.iter().map(|s| s.took).max().unwrap_or_default();
     eprintln!(
         "kill -> promoted {:.1}s, -> first 200 {:.1}s, -> last of {PATHS} paths {:.1}s \
-         ({} answers after the kill, {served_503} of them 503)",
+         ({} answers after the kill, {served_503} of them 503, the slowest {slowest:?})",
         times.promoted,
         times.first_200,
         times.last_path,
-        log.iter().filter(|s| s.at >= 0.0).count(),
+        after.len(),
     );
     times
 }

@@ -7,7 +7,15 @@
 //!
 //! The tests kill primaries on purpose, so the helpers ask the topology itself who
 //! serves what (sentinels, `CLUSTER SLOTS`) instead of remembering the initial layout.
+//!
+//! Each topology also comes secured (`start_secured`), like
+//! [`RedisServer::start_secured`](super::RedisServer::start_secured): every process
+//! speaks only TLS, with one certificate signed by the test CA, also for replication,
+//! the cluster bus and sentinel links; data nodes have no usable `default` user but
+//! `admin` (which replicas, sentinels and these helpers log in as) and
+//! [`HTTPSD_USER`] (for the process under test); sentinels want a password of their own.
 
+use super::certs::Certs;
 use super::free_port;
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -40,6 +48,21 @@ const DATA_NODE_ARGS: &[&str] = &[
     "0",
 ];
 
+/// The password of the secured data nodes' `admin` user (all commands), which
+/// replicas, sentinels and the helpers here log in as.
+const ADMIN_PASSWORD: &str = "admin-pw-5512";
+
+/// The ACL user of the secured data nodes meant for httpsd, the one in the URLs of
+/// `url()`. It may do everything: the secured tests are about reaching the nodes
+/// through TLS and logins, not about which commands httpsd needs.
+pub const HTTPSD_USER: &str = "httpsd";
+pub const HTTPSD_PASSWORD: &str = "httpsd-pw-4471";
+
+/// The password of the secured sentinels themselves (`requirepass`), which they also
+/// use with each other (`sentinel sentinel-pass`: without it a sentinel would send its
+/// own `requirepass`, the same here, but only by a fallback kept for old configs).
+pub const SENTINEL_PASSWORD: &str = "sentinel-pw-8812";
+
 /// A Redis Sentinel deployment: a primary, one replica that follows it, and three
 /// sentinels monitoring it with quorum 2, so killing the primary makes the sentinels
 /// promote the replica within a few seconds.
@@ -50,6 +73,10 @@ pub struct SentinelGroup {
     sentinels: Vec<Node>,
     /// The initial primary, then the replica (roles change after a failover).
     data: Vec<Node>,
+    /// How the helpers reach the data nodes, and the sentinels.
+    data_dial: Dial,
+    sentinel_dial: Dial,
+    secured: bool,
     dir: tempfile::TempDir,
 }
 
@@ -59,15 +86,28 @@ impl SentinelGroup {
     /// sentinels, which is what a failover needs; panics after a bound with the state
     /// it last saw and the processes' logs.
     pub fn start(master_name: &str) -> SentinelGroup {
+        SentinelGroup::launch(master_name, None)
+    }
+
+    /// [`start`](Self::start), secured (see the module's doc): TLS only everywhere,
+    /// ACL users on the data nodes, a password on the sentinels.
+    pub fn start_secured(master_name: &str, certs: &Certs) -> SentinelGroup {
+        SentinelGroup::launch(master_name, Some(certs))
+    }
+
+    fn launch(master_name: &str, certs: Option<&Certs>) -> SentinelGroup {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dial = Dial::new(certs, "admin", ADMIN_PASSWORD);
+        let sentinel_dial = Dial::new(certs, "", SENTINEL_PASSWORD);
         let data_args = |port: u16| {
-            let mut args = strings(&["--port", &port.to_string(), "--dir", path_str(dir.path())]);
+            let mut args = data_node_listen(port, certs);
+            args.extend(strings(&["--dir", path_str(dir.path())]));
             args.extend(strings(DATA_NODE_ARGS));
             args
         };
-        let primary = Node::launch(dir.path(), "primary", free_port, &data_args);
+        let primary = Node::launch(dir.path(), "primary", free_port, &data_dial, &data_args);
         let primary_port = primary.port;
-        let replica = Node::launch(dir.path(), "replica", free_port, |port| {
+        let replica = Node::launch(dir.path(), "replica", free_port, &data_dial, |port| {
             let mut args = data_args(port);
             args.extend([
                 "--replicaof".into(),
@@ -83,7 +123,7 @@ impl SentinelGroup {
         let replica_port = data[1].port;
         let mut last = String::new();
         wait_for(CONVERGE_SECS, || {
-            let info = query::<String>(replica_port, &["INFO", "replication"]);
+            let info = data_dial.query::<String>(replica_port, &["INFO", "replication"]);
             last = format!("{info:?}");
             let up = info.is_ok_and(|i| info_field(&i, "master_link_status") == Some("up"));
             up.then_some(())
@@ -101,18 +141,9 @@ impl SentinelGroup {
             // Sentinel rewrites its config file (state, discovered peers), so each gets
             // a fresh writable one.
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
-            let sentinel = Node::launch(dir.path(), &format!("sentinel-{i}"), free_port, |port| {
-                let text = format!(
-                    "port {port}\n\
-                     bind 127.0.0.1\n\
-                     dir {dir}\n\
-                     sentinel resolve-hostnames no\n\
-                     sentinel monitor {master_name} 127.0.0.1 {primary_port} 2\n\
-                     sentinel down-after-milliseconds {master_name} 1000\n\
-                     sentinel failover-timeout {master_name} 10000\n\
-                     sentinel parallel-syncs {master_name} 1\n",
-                    dir = path_str(dir.path()),
-                );
+            let name = format!("sentinel-{i}");
+            let sentinel = Node::launch(dir.path(), &name, free_port, &sentinel_dial, |port| {
+                let text = sentinel_conf(port, dir.path(), master_name, primary_port, certs);
                 std::fs::write(&conf, text).expect("write sentinel config");
                 strings(&[path_str(&conf), "--sentinel"])
             });
@@ -124,7 +155,7 @@ impl SentinelGroup {
             last = sentinels
                 .iter()
                 .map(|s| {
-                    let state = sentinel_master(s.port, master_name);
+                    let state = sentinel_master(&sentinel_dial, s.port, master_name);
                     let ready = state.as_ref().is_ok_and(|m| {
                         field(m, "num-slaves").and_then(|n| n.parse::<u32>().ok()) >= Some(1)
                             && field(m, "num-other-sentinels") == Some("2")
@@ -151,22 +182,31 @@ impl SentinelGroup {
             master_name: master_name.to_string(),
             sentinels,
             data,
+            data_dial,
+            sentinel_dial,
+            secured: certs.is_some(),
             dir,
         }
     }
 
-    /// The URL for httpsd: every sentinel, the master's name, database 0.
+    /// The URL for httpsd: every sentinel, the master's name, database 0. Secured:
+    /// `rediss+` (TLS to sentinels and data nodes), [`HTTPSD_USER`] for the data nodes
+    /// before the `@`, and the sentinels' password in the query.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!(
-            "redis+sentinel://{}/{}/0",
-            hosts.join(","),
-            self.master_name
-        )
+        let (hosts, name) = (hosts.join(","), &self.master_name);
+        if self.secured {
+            format!(
+                "rediss+sentinel://{HTTPSD_USER}:{HTTPSD_PASSWORD}@{hosts}/{name}/0\
+                 ?sentinel_password={SENTINEL_PASSWORD}"
+            )
+        } else {
+            format!("redis+sentinel://{hosts}/{name}/0")
+        }
     }
 
     pub fn sentinel_ports(&self) -> [u16; 3] {
@@ -188,7 +228,7 @@ impl SentinelGroup {
     pub fn primary_port(&self) -> u16 {
         let mut errors = Vec::new();
         for s in &self.sentinels {
-            match sentinel_primary(s.port, &self.master_name) {
+            match sentinel_primary(&self.sentinel_dial, s.port, &self.master_name) {
                 Ok(Some(port)) => return port,
                 other => errors.push(format!("sentinel {}: {other:?}", s.port)),
             }
@@ -227,7 +267,7 @@ impl SentinelGroup {
             let named: Vec<_> = self
                 .sentinels
                 .iter()
-                .map(|s| sentinel_primary(s.port, &self.master_name))
+                .map(|s| sentinel_primary(&self.sentinel_dial, s.port, &self.master_name))
                 .collect();
             last = format!("{named:?}");
             let first = match named.first() {
@@ -237,8 +277,8 @@ impl SentinelGroup {
             let agreed = named
                 .iter()
                 .all(|n| matches!(n, Ok(Some(p)) if *p == first));
-            (agreed && first != old_port && role(first).is_ok_and(|r| r == "master"))
-                .then_some(first)
+            let master = role(&self.data_dial, first).is_ok_and(|r| r == "master");
+            (agreed && first != old_port && master).then_some(first)
         });
         found.unwrap_or_else(|| {
             panic!(
@@ -249,9 +289,12 @@ impl SentinelGroup {
         })
     }
 
-    /// Runs one command on the data node on `port` and returns its answer.
+    /// Runs one command on the data node on `port` (secured: as `admin`) and returns
+    /// its answer.
     pub fn node_cmd<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
-        query(port, args).unwrap_or_else(|e| panic!("redis on {port}: {args:?}: {e}"))
+        self.data_dial
+            .query(port, args)
+            .unwrap_or_else(|e| panic!("redis on {port}: {args:?}: {e}"))
     }
 
     /// The temp dir holding the configs and the processes' logs.
@@ -270,6 +313,9 @@ impl SentinelGroup {
 /// a few seconds.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// How the helpers reach the nodes.
+    dial: Dial,
+    secured: bool,
     dir: tempfile::TempDir,
 }
 
@@ -279,13 +325,28 @@ impl Cluster {
     /// every replica is in sync; panics after a bound with the state it last saw,
     /// redis-cli's output and the nodes' logs.
     pub fn start() -> Cluster {
+        Cluster::launch(None)
+    }
+
+    /// [`start`](Self::start), secured (see the module's doc): TLS only, for clients,
+    /// replication and the cluster bus alike, and ACL users.
+    pub fn start_secured(certs: &Certs) -> Cluster {
+        Cluster::launch(Some(certs))
+    }
+
+    fn launch(certs: Option<&Certs>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let dial = Dial::new(certs, "admin", ADMIN_PASSWORD);
         let mut nodes = Vec::new();
         for i in 1..=6 {
-            let node = Node::launch(dir.path(), &format!("node-{i}"), cluster_port, |port| {
+            let name = format!("node-{i}");
+            let node = Node::launch(dir.path(), &name, cluster_port, &dial, |port| {
                 let conf = dir.path().join(format!("nodes-{port}.conf"));
-                let mut args =
-                    strings(&["--port", &port.to_string(), "--dir", path_str(dir.path())]);
+                let mut args = data_node_listen(port, certs);
+                if certs.is_some() {
+                    args.extend(strings(&["--tls-cluster", "yes"]));
+                }
+                args.extend(strings(&["--dir", path_str(dir.path())]));
                 args.extend(strings(&[
                     "--cluster-enabled",
                     "yes",
@@ -299,12 +360,12 @@ impl Cluster {
             nodes.push(node);
         }
 
-        let created = create_cluster(dir.path(), &nodes);
+        let created = create_cluster(dir.path(), &nodes, certs);
         let mut last = Vec::new();
         wait_for(CONVERGE_SECS, || {
             last = nodes
                 .iter()
-                .map(|n| (n.port, cluster_node_ready(n.port)))
+                .map(|n| (n.port, cluster_node_ready(&dial, n.port)))
                 .collect();
             last.iter().all(|(_, r)| r.is_ok()).then_some(())
         })
@@ -319,17 +380,28 @@ impl Cluster {
                 logs(&nodes)
             )
         });
-        Cluster { nodes, dir }
+        Cluster {
+            nodes,
+            dial,
+            secured: certs.is_some(),
+            dir,
+        }
     }
 
-    /// The URL for httpsd: every node as a seed.
+    /// The URL for httpsd: every node as a seed. Secured: `rediss+` and
+    /// [`HTTPSD_USER`].
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let hosts = hosts.join(",");
+        if self.secured {
+            format!("rediss+cluster://{HTTPSD_USER}:{HTTPSD_PASSWORD}@{hosts}")
+        } else {
+            format!("redis+cluster://{hosts}")
+        }
     }
 
     /// The ports of all six nodes, killed ones included.
@@ -342,7 +414,7 @@ impl Cluster {
     pub fn primary_of_slot(&self, slot: u16) -> u16 {
         let mut errors = Vec::new();
         for n in self.live() {
-            match slot_primary(n.port, slot) {
+            match slot_primary(&self.dial, n.port, slot) {
                 Ok(Some(port)) => return port,
                 other => errors.push(format!("node {}: {other:?}", n.port)),
             }
@@ -354,7 +426,7 @@ impl Cluster {
     pub fn slot_of(&self, key: &str) -> u16 {
         let mut errors = Vec::new();
         for n in self.live() {
-            match query::<i64>(n.port, &["CLUSTER", "KEYSLOT", key]) {
+            match self.dial.query::<i64>(n.port, &["CLUSTER", "KEYSLOT", key]) {
                 Ok(slot) => return slot as u16,
                 Err(e) => errors.push(format!("node {}: {e}", n.port)),
             }
@@ -381,7 +453,7 @@ impl Cluster {
         let found = wait_for(secs, || {
             let named: Vec<_> = self
                 .live()
-                .map(|n| (n.port, slot_primary(n.port, slot)))
+                .map(|n| (n.port, slot_primary(&self.dial, n.port, slot)))
                 .collect();
             last = format!("{named:?}");
             let first = match named.first() {
@@ -393,8 +465,8 @@ impl Cluster {
                 .all(|(_, n)| matches!(n, Ok(Some(p)) if *p == first));
             let ready = agreed
                 && first != old_port
-                && role(first).is_ok_and(|r| r == "master")
-                && cluster_state_ok(first);
+                && role(&self.dial, first).is_ok_and(|r| r == "master")
+                && cluster_state_ok(&self.dial, first);
             ready.then_some(first)
         });
         found.unwrap_or_else(|| {
@@ -407,9 +479,12 @@ impl Cluster {
         })
     }
 
-    /// Runs one command on the node on `port` and returns its answer.
+    /// Runs one command on the node on `port` (secured: as `admin`) and returns its
+    /// answer.
     pub fn node_cmd<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
-        query(port, args).unwrap_or_else(|e| panic!("redis on {port}: {args:?}: {e}"))
+        self.dial
+            .query(port, args)
+            .unwrap_or_else(|e| panic!("redis on {port}: {args:?}: {e}"))
     }
 
     /// The temp dir holding the node files and the processes' logs.
@@ -437,13 +512,14 @@ struct Node {
 
 impl Node {
     /// Starts `redis-server <args(port)>` on a port from `pick` and waits until it is
-    /// the one answering there. A free port can be taken by another test between the
-    /// probe and redis-server's bind (the server then exits, or someone else answers),
-    /// so a few other ports are tried before giving up.
+    /// the one answering there (reached through `dial`). A free port can be taken by
+    /// another test between the probe and redis-server's bind (the server then exits,
+    /// or someone else answers), so a few other ports are tried before giving up.
     fn launch(
         dir: &Path,
         name: &str,
         pick: impl Fn() -> u16,
+        dial: &Dial,
         mut args: impl FnMut(u16) -> Vec<String>,
     ) -> Node {
         let mut failures = Vec::new();
@@ -465,7 +541,7 @@ impl Node {
                 child: Some(child),
                 log,
             };
-            match node.wait_up() {
+            match node.wait_up(dial) {
                 Ok(()) => return node,
                 Err(why) => failures.push(format!("{name} on {port}: {why}\n{}", node.tail())),
             }
@@ -475,7 +551,7 @@ impl Node {
 
     /// Waits until this process answers on its port, checked by its pid so a server of
     /// someone else's that won the race for the port is not mistaken for it.
-    fn wait_up(&mut self) -> Result<(), String> {
+    fn wait_up(&mut self, dial: &Dial) -> Result<(), String> {
         let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(PROCESS_UP_SECS);
         loop {
@@ -483,7 +559,7 @@ impl Node {
                 self.child = None;
                 return Err(format!("exited at start ({status})"));
             }
-            if let Ok(info) = query::<String>(self.port, &["INFO", "server"]) {
+            if let Ok(info) = dial.query::<String>(self.port, &["INFO", "server"]) {
                 if info_field(&info, "process_id") == Some(pid.to_string().as_str()) {
                     return Ok(());
                 }
@@ -553,12 +629,22 @@ fn cluster_port() -> u16 {
 }
 
 /// `redis-cli --cluster create` over `nodes` (the first three become primaries), bounded
-/// in time; returns its output, or panics with it.
-fn create_cluster(dir: &Path, nodes: &[Node]) -> String {
+/// in time; returns its output, or panics with it. Secured, redis-cli talks TLS and
+/// logs in as `admin`.
+fn create_cluster(dir: &Path, nodes: &[Node], certs: Option<&Certs>) -> String {
     let out_path = dir.join("cluster-create.log");
     let out = std::fs::File::create(&out_path).expect("create a log file");
     let err = out.try_clone().expect("clone the log file");
     let mut cmd = Command::new("redis-cli");
+    if let Some(certs) = certs {
+        cmd.args(["--tls", "--cacert", path_str(&certs.ca)]).args([
+            "--user",
+            "admin",
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ]);
+    }
     cmd.arg("--cluster").arg("create");
     for n in nodes {
         cmd.arg(format!("127.0.0.1:{}", n.port));
@@ -599,15 +685,19 @@ fn create_cluster(dir: &Path, nodes: &[Node]) -> String {
 /// Ok once the node on `port` is fit for a failover test: `cluster_state:ok`, six nodes
 /// known and connected, three primaries and three replicas with none suspected or
 /// failed, and, for a replica, its link to its primary up. Err says what is missing.
-fn cluster_node_ready(port: u16) -> Result<(), String> {
-    let info = query::<String>(port, &["CLUSTER", "INFO"]).map_err(|e| e.to_string())?;
+fn cluster_node_ready(dial: &Dial, port: u16) -> Result<(), String> {
+    let info = dial
+        .query::<String>(port, &["CLUSTER", "INFO"])
+        .map_err(|e| e.to_string())?;
     if info_field(&info, "cluster_state") != Some("ok") {
         return Err(format!(
             "cluster_state:{}",
             info_field(&info, "cluster_state").unwrap_or("?")
         ));
     }
-    let nodes = query::<String>(port, &["CLUSTER", "NODES"]).map_err(|e| e.to_string())?;
+    let nodes = dial
+        .query::<String>(port, &["CLUSTER", "NODES"])
+        .map_err(|e| e.to_string())?;
     let mut primaries = 0;
     let mut replicas = 0;
     for line in nodes.lines().filter(|l| !l.trim().is_empty()) {
@@ -632,7 +722,9 @@ fn cluster_node_ready(port: u16) -> Result<(), String> {
             "knows {primaries} primaries and {replicas} replicas:\n{nodes}"
         ));
     }
-    let repl = query::<String>(port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+    let repl = dial
+        .query::<String>(port, &["INFO", "replication"])
+        .map_err(|e| e.to_string())?;
     if info_field(&repl, "role") == Some("slave")
         && info_field(&repl, "master_link_status") != Some("up")
     {
@@ -644,15 +736,15 @@ fn cluster_node_ready(port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn cluster_state_ok(port: u16) -> bool {
-    query::<String>(port, &["CLUSTER", "INFO"])
+fn cluster_state_ok(dial: &Dial, port: u16) -> bool {
+    dial.query::<String>(port, &["CLUSTER", "INFO"])
         .is_ok_and(|i| info_field(&i, "cluster_state") == Some("ok"))
 }
 
 /// The primary of `slot` in the `CLUSTER SLOTS` answer of the node on `port`; None if
 /// no range holds it (the slot is uncovered in that node's view).
-fn slot_primary(port: u16, slot: u16) -> redis::RedisResult<Option<u16>> {
-    let ranges = query::<Vec<redis::Value>>(port, &["CLUSTER", "SLOTS"])?;
+fn slot_primary(dial: &Dial, port: u16, slot: u16) -> redis::RedisResult<Option<u16>> {
+    let ranges = dial.query::<Vec<redis::Value>>(port, &["CLUSTER", "SLOTS"])?;
     for range in ranges {
         // [start, end, [ip, port, id, ...] of the primary, replicas...]
         let redis::Value::Array(items) = range else {
@@ -673,8 +765,8 @@ fn slot_primary(port: u16, slot: u16) -> redis::RedisResult<Option<u16>> {
 }
 
 /// The first word of `ROLE` ("master", "slave" or "sentinel").
-fn role(port: u16) -> redis::RedisResult<String> {
-    let answer = query::<Vec<redis::Value>>(port, &["ROLE"])?;
+fn role(dial: &Dial, port: u16) -> redis::RedisResult<String> {
+    let answer = dial.query::<Vec<redis::Value>>(port, &["ROLE"])?;
     answer
         .first()
         .and_then(text)
@@ -683,14 +775,19 @@ fn role(port: u16) -> redis::RedisResult<String> {
 
 /// `SENTINEL get-master-addr-by-name`: the port of the primary that sentinel names,
 /// None if it does not know `name`.
-fn sentinel_primary(port: u16, name: &str) -> redis::RedisResult<Option<u16>> {
-    let addr = query::<Option<Vec<String>>>(port, &["SENTINEL", "get-master-addr-by-name", name])?;
+fn sentinel_primary(dial: &Dial, port: u16, name: &str) -> redis::RedisResult<Option<u16>> {
+    let addr =
+        dial.query::<Option<Vec<String>>>(port, &["SENTINEL", "get-master-addr-by-name", name])?;
     Ok(addr.and_then(|a| a.get(1).and_then(|p| p.parse().ok())))
 }
 
 /// `SENTINEL master <name>` as field/value pairs.
-fn sentinel_master(port: u16, name: &str) -> redis::RedisResult<Vec<(String, String)>> {
-    let flat = query::<Vec<String>>(port, &["SENTINEL", "master", name])?;
+fn sentinel_master(
+    dial: &Dial,
+    port: u16,
+    name: &str,
+) -> redis::RedisResult<Vec<(String, String)>> {
+    let flat = dial.query::<Vec<String>>(port, &["SENTINEL", "master", name])?;
     Ok(flat
         .chunks(2)
         .filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone())))
@@ -704,18 +801,148 @@ fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// One command on the process on `port`, on a fresh connection with short timeouts:
-/// the tests kill processes, and a dead one must fail a poll, not hang it.
-fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    con.set_read_timeout(Some(Duration::from_secs(5)))?;
-    con.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
+/// The listening arguments of a data node on `port`. Plain: that port. Secured: TLS
+/// only on it, for replication too (the replica's link to its primary, and sentinels
+/// reading INFO), logins required (`default` off), and a replica logs in to its
+/// primary as `admin`, whichever node that is after a failover.
+fn data_node_listen(port: u16, certs: Option<&Certs>) -> Vec<String> {
+    let port = port.to_string();
+    let Some(certs) = certs else {
+        return strings(&["--port", &port]);
+    };
+    let mut args = strings(&["--port", "0", "--tls-port", &port]);
+    args.extend(strings(&[
+        "--tls-cert-file",
+        path_str(&certs.cert),
+        "--tls-key-file",
+        path_str(&certs.key),
+        "--tls-ca-cert-file",
+        path_str(&certs.ca),
+        "--tls-auth-clients",
+        "no",
+        "--tls-replication",
+        "yes",
+        "--masteruser",
+        "admin",
+        "--masterauth",
+        ADMIN_PASSWORD,
+    ]));
+    // One `user` directive per `--user`: the words after it are its ACL rules.
+    let admin_pass = format!(">{ADMIN_PASSWORD}");
+    let httpsd_pass = format!(">{HTTPSD_PASSWORD}");
+    for rules in [
+        vec!["default", "off"],
+        vec!["admin", "on", &admin_pass, "~*", "&*", "+@all"],
+        vec![HTTPSD_USER, "on", &httpsd_pass, "~*", "&*", "+@all"],
+    ] {
+        args.push("--user".into());
+        args.extend(strings(&rules));
     }
-    cmd.query(&mut con)
+    args
+}
+
+/// The config file of a sentinel on `port` that monitors `master_name`, first served
+/// on `primary_port`: failure detection in 1 s, a failover may take 10 s. Secured: TLS
+/// only on `port`, and `tls-replication yes`, which is what makes a sentinel talk TLS
+/// on its own links, to the data nodes and to the other sentinels alike; it logs in to
+/// the data nodes as `admin`, asks its clients for [`SENTINEL_PASSWORD`], and gives it
+/// to the other sentinels (which ask the same).
+fn sentinel_conf(
+    port: u16,
+    dir: &Path,
+    master_name: &str,
+    primary_port: u16,
+    certs: Option<&Certs>,
+) -> String {
+    let mut text = match certs {
+        None => format!("port {port}\n"),
+        Some(certs) => format!(
+            "port 0\n\
+             tls-port {port}\n\
+             tls-cert-file {cert}\n\
+             tls-key-file {key}\n\
+             tls-ca-cert-file {ca}\n\
+             tls-auth-clients no\n\
+             tls-replication yes\n\
+             requirepass {SENTINEL_PASSWORD}\n\
+             sentinel sentinel-pass {SENTINEL_PASSWORD}\n",
+            cert = path_str(&certs.cert),
+            key = path_str(&certs.key),
+            ca = path_str(&certs.ca),
+        ),
+    };
+    let _ = write!(
+        text,
+        "bind 127.0.0.1\n\
+         dir {dir}\n\
+         sentinel resolve-hostnames no\n\
+         sentinel monitor {master_name} 127.0.0.1 {primary_port} 2\n\
+         sentinel down-after-milliseconds {master_name} 1000\n\
+         sentinel failover-timeout {master_name} 10000\n\
+         sentinel parallel-syncs {master_name} 1\n",
+        dir = path_str(dir),
+    );
+    if certs.is_some() {
+        // After `sentinel monitor`: they configure the master it declares.
+        let _ = write!(
+            text,
+            "sentinel auth-user {master_name} admin\n\
+             sentinel auth-pass {master_name} {ADMIN_PASSWORD}\n"
+        );
+    }
+    text
+}
+
+/// How the helpers reach one kind of process: plain without a login, or (secured) TLS
+/// trusting the test CA and logged in: as `admin` on data nodes, with
+/// [`SENTINEL_PASSWORD`] on sentinels.
+struct Dial {
+    /// The URL before the host: `redis://`, or `rediss://user:password@`.
+    prefix: String,
+    /// The CA certificate (PEM) to trust; Some exactly for `rediss://`.
+    ca: Option<Vec<u8>>,
+}
+
+impl Dial {
+    /// Plain when `certs` is None; else TLS, logged in as `user` (empty: only a
+    /// password, for the `default` user) with `password`.
+    fn new(certs: Option<&Certs>, user: &str, password: &str) -> Dial {
+        match certs {
+            None => Dial {
+                prefix: "redis://".into(),
+                ca: None,
+            },
+            Some(certs) => Dial {
+                prefix: format!("rediss://{user}:{password}@"),
+                ca: Some(std::fs::read(&certs.ca).expect("read the test CA")),
+            },
+        }
+    }
+
+    /// One command on the process on `port`, on a fresh connection with short
+    /// timeouts: the tests kill processes, and a dead one must fail a poll, not hang
+    /// it.
+    fn query<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> redis::RedisResult<T> {
+        let url = format!("{}127.0.0.1:{port}", self.prefix);
+        let client = match &self.ca {
+            None => redis::Client::open(url)?,
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+        };
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        con.set_read_timeout(Some(Duration::from_secs(5)))?;
+        con.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con)
+    }
 }
 
 /// A `field:value` line of an INFO answer.

@@ -119,7 +119,10 @@ impl Helpers {
                 store.clone(),
                 ctx.metrics.clone(),
                 first_id,
-                config.lease,
+                // A pass every half lease: a job whose lease vanished (a dead worker,
+                // or a Redis failover that lost a BLMOVE's answer) is back in the queue
+                // within about half a lease of it (reaper.rs).
+                config.lease / 2,
                 shutdown.clone(),
             )),
         }

@@ -2,10 +2,11 @@
 //!
 //! A running job has a lease its worker renews every third of the lease time. When the
 //! worker dies (SIGKILL, OOM, a lost machine) the lease expires and the job sits in
-//! `target_generation_queue:processing` without one. Every worker process runs a reaper;
-//! a job seen lease-less on two passes in a row (a lease period apart) goes back to the
-//! queue. The second look covers the instant between a blocking `BLMOVE` and the script
-//! that leases the job; the store's requeue checks the lease once more, atomically.
+//! `target_generation_queue:processing` without one. Every worker process runs a reaper
+//! (a pass every half lease); a job seen lease-less on two passes in a row (the second
+//! [`CONFIRM_AFTER`] the first) goes back to the queue. The second look covers the
+//! instant between a blocking `BLMOVE` and the script that leases the job; the store's
+//! requeue checks the lease once more, atomically.
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -14,7 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Runs until `shutdown` turns true.
+/// How soon a pass that found lease-less jobs looks again to confirm them. The second
+/// look only has to outlast the moment between a BLMOVE and the script that leases
+/// its job (a round trip); waiting a whole interval for it kept a job whose BLMOVE
+/// answer a Redis failover lost unserved for up to a lease.
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown` turns true: a pass every `interval`, and one
+/// [`CONFIRM_AFTER`] a pass that found suspects.
 pub async fn run<S: Store>(
     store: Arc<S>,
     metrics: Arc<Metrics>,
@@ -24,8 +32,13 @@ pub async fn run<S: Store>(
 ) {
     let mut suspects: HashSet<String> = HashSet::new();
     loop {
+        let wait = if suspects.is_empty() {
+            interval
+        } else {
+            interval.min(CONFIRM_AFTER)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

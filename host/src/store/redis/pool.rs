@@ -3,10 +3,10 @@
 //! Two kinds of connections, because one blocking read would stall everything
 //! multiplexed behind it:
 //!
-//! - a bb8 pool of multiplexed connections for every ordinary command, each with a
-//!   response timeout, so a Redis outage turns into a quick error, never a hang (the
-//!   pool connects and replaces broken connections; callers share a few of them, see
-//!   [`Pool::conn`]);
+//! - a few shared multiplexed connections for every ordinary command, each with a
+//!   response timeout, so a Redis outage turns into a quick error, never a hang (bb8's
+//!   manager makes them; a broken one, or one to a primary a failover replaced, is
+//!   replaced; see [`Pool::conn`]);
 //! - for [`Store::take`](crate::store::Store::take)'s blocking `BLMOVE`, connections of
 //!   their own whose response timeout is longer than the block
 //!   ([`Pool::blocking_conn`]).
@@ -110,10 +110,11 @@ pub(super) fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// bb8's manager for [`PooledConn`]. bb8-redis's own manager never reports a broken
-/// connection, so after a Redis restart the pool would hand out dead connections for
-/// ever; this one drops a connection once a command on it failed at the connection
-/// level, and bb8 replaces it.
+/// bb8's manager for [`PooledConn`]: connects through the [`Backend`] (to the primary
+/// the sentinels name, or to the cluster), and calls a connection broken once a
+/// command on it failed at the connection level or a failover made it stale.
+/// (bb8-redis's own manager never reports a broken connection: after a Redis restart
+/// it would hand out dead connections for ever.)
 struct Manager {
     backend: Arc<Backend>,
     config: AsyncConnectionConfig,
@@ -148,17 +149,21 @@ impl bb8::ManageConnection for Manager {
     }
 }
 
-/// bb8 reports connection failures here; the default sink drops them silently.
-#[derive(Debug, Clone, Copy)]
-struct LogSink;
+/// One shared connection and the lock its refill takes, so that callers who all find
+/// it broken at once (every request after a failover) wait for one new connection
+/// instead of each opening its own.
+#[derive(Default)]
+struct Slot {
+    conn: Mutex<Option<PooledConn>>,
+    refill: tokio::sync::Mutex<()>,
+}
 
-impl bb8::ErrorSink<RedisError> for LogSink {
-    fn sink(&self, error: RedisError) {
-        tracing::warn!("redis connection failed: {error}");
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
-        Box::new(*self)
+impl Slot {
+    fn get(&self, generation: u64) -> Option<PooledConn> {
+        lock(&self.conn)
+            .as_ref()
+            .filter(|c| !c.is_broken(generation))
+            .cloned()
     }
 }
 
@@ -169,8 +174,8 @@ pub(super) struct Pool {
     /// Connections in use, shared by every caller: taking one is a clone, not a pool
     /// checkout (no lock wait, no timer per command), and concurrent commands on one
     /// connection are pipelined, which is what keeps Redis's own CPU per request low.
-    /// A slot whose connection broke is refilled from the pool.
-    slots: Vec<Mutex<Option<PooledConn>>>,
+    /// A slot whose connection broke is refilled (one caller at a time: `refill`).
+    slots: Vec<Slot>,
     next_slot: AtomicUsize,
     /// The outage gate. Set when getting a connection failed: Redis is unreachable.
     /// Until a connection works again, one caller at a time (holding `probe`) tries;
@@ -195,17 +200,11 @@ impl Pool {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         let last_error = Arc::new(Mutex::new(None));
+        // bb8 makes the connections (its manager, `dedicated_connection`); the slots
+        // hold them (see `conn`), so the pool itself keeps none.
         let pool = bb8::Pool::builder()
             .max_size(size)
             .connection_timeout(timeout)
-            // A PING per checkout would double every request's round trips; broken
-            // connections are found by `has_broken` instead.
-            .test_on_check_out(false)
-            // The slots hold clones of pooled connections; bb8 must not close them
-            // for being idle in the pool.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .error_sink(Box::new(LogSink))
             .build_unchecked(Manager {
                 backend: backend.clone(),
                 config,
@@ -215,7 +214,7 @@ impl Pool {
         Pool {
             backend,
             pool,
-            slots: (0..size).map(|_| Mutex::new(None)).collect(),
+            slots: (0..size).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             probe: tokio::sync::Mutex::new(()),
@@ -237,33 +236,45 @@ impl Pool {
             .unwrap_or_default()
     }
 
-    /// A connection for one command: a slot's shared connection, refilled from the
-    /// pool (connecting if need be, waiting at most the timeout) when it broke.
+    /// A connection for one command: a slot's shared connection, refilled (connecting,
+    /// at most the timeout) when it broke or a failover made it stale.
+    ///
+    /// The refill is the manager's connect itself (bb8's `dedicated_connection`), not
+    /// a pool checkout: bb8's `get` waits out its whole timeout when a connect fails,
+    /// even with its retries off, so a caller that tried the dead primary of a
+    /// failover kept waiting while the new one was up. A failed connect is now this
+    /// caller's quick error, and the next caller (behind the outage gate) tries again.
     pub(super) async fn conn(&self) -> StoreResult<PooledConn> {
         let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let generation = self.backend.topology.generation();
-        let shared = lock(slot)
-            .as_ref()
-            .filter(|c| !c.is_broken(generation))
-            .cloned();
-        if let Some(conn) = shared {
+        if let Some(conn) = slot.get(self.backend.topology.generation()) {
             return Ok(conn);
         }
         let _probing = self.pass_gate()?;
-        let pooled = self.pool.get().await.map_err(|e| {
-            self.down.store(true, Ordering::Relaxed);
-            match e {
-                bb8::RunError::User(e) => unavailable(e),
-                bb8::RunError::TimedOut => StoreError::Unavailable(format!(
-                    "no Redis connection within {}{}",
-                    crate::units::format_duration(self.timeout),
-                    self.last_cause()
-                )),
+        let _refilling = slot.refill.lock().await;
+        // Another caller may have refilled it while this one waited.
+        if let Some(conn) = slot.get(self.backend.topology.generation()) {
+            return Ok(conn);
+        }
+        let connected = tokio::time::timeout(self.timeout, self.pool.dedicated_connection()).await;
+        let conn = match connected {
+            Ok(Ok(conn)) => conn,
+            failed => {
+                self.down.store(true, Ordering::Relaxed);
+                return Err(match failed {
+                    Ok(Err(e)) => {
+                        tracing::warn!("redis connection failed: {e}");
+                        unavailable(e)
+                    }
+                    _ => StoreError::Unavailable(format!(
+                        "no Redis connection within {}{}",
+                        crate::units::format_duration(self.timeout),
+                        self.last_cause()
+                    )),
+                });
             }
-        })?;
+        };
         self.down.store(false, Ordering::Relaxed);
-        let conn = (*pooled).clone();
-        *lock(slot) = Some(conn.clone());
+        *lock(&slot.conn) = Some(conn.clone());
         Ok(conn)
     }
 
