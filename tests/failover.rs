@@ -149,13 +149,22 @@ fn late_paths(port: u16, log: &[Seen], first: &[Option<f64>], by: f64) -> String
             }
         }
     }
+    let timeline: Vec<String> = late
+        .first()
+        .map(|&i| {
+            log.iter()
+                .filter(|s| s.target == path(i))
+                .map(|s| format!("{:.2}s {} {:?}", s.at, s.status, s.error))
+                .collect()
+        })
+        .unwrap_or_default();
     let debug = late
         .first()
         .and_then(|&i| get(port, &format!("{}&debug=true", path(i))).ok())
         .map(|r| r.text())
         .unwrap_or_default();
     format!(
-        "{} late paths {late:?}; their answers after the kill: {errors:?}; debug of the first: {debug}",
+        "{} late paths {late:?}; their answers after the kill: {errors:?}; the first's answers: {timeline:?}; its debug: {debug}",
         late.len()
     )
 }

@@ -5,28 +5,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Waits with a capped exponential backoff between failed store calls.
-pub(super) struct Backoff(Duration);
+pub(super) struct Backoff {
+    wait: Duration,
+    max: Duration,
+}
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
     pub(super) fn new() -> Backoff {
-        Backoff(Backoff::MIN)
+        Backoff::up_to(Backoff::MAX)
+    }
+
+    /// Doubling up to `max` (at least the minimum).
+    pub(super) fn up_to(max: Duration) -> Backoff {
+        Backoff {
+            wait: Backoff::MIN,
+            max: max.max(Backoff::MIN),
+        }
     }
 
     /// After a call that worked: the next failure waits the least again.
     pub(super) fn reset(&mut self) {
-        self.0 = Backoff::MIN;
+        self.wait = Backoff::MIN;
     }
 
     /// Waits the current time (cut short by `shutdown` changing), then doubles it up
     /// to the cap.
     pub(super) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
-            _ = tokio::time::sleep(self.0) => {}
+            _ = tokio::time::sleep(self.wait) => {}
             _ = shutdown.changed() => {}
         }
-        self.0 = (self.0 * 2).min(Backoff::MAX);
+        self.wait = (self.wait * 2).min(self.max);
     }
 }

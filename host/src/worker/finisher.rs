@@ -20,6 +20,7 @@ use super::inflight::{InFlight, lock};
 use super::job::store_refused;
 use crate::store::{Finished, Outcome, Store, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Most results in one write.
@@ -94,7 +95,10 @@ async fn write<S: Store>(
 ) {
     // Groups still to write; the last pushed is written first.
     let mut todo = vec![group];
-    let mut backoff = Backoff::new();
+    // At most a second between tries: finished results are the work most worth
+    // saving, and after a Redis failover a write waiting out a longer backoff kept its
+    // path unanswered for seconds after the new primary was up.
+    let mut backoff = Backoff::up_to(Duration::from_secs(1));
     while let Some(mut g) = todo.pop() {
         match store.finish(&g.finished).await {
             Ok(()) => {

@@ -19,7 +19,7 @@ use super::backend::{Backend, Conn};
 use crate::store::{StoreError, StoreResult, lock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,6 +181,9 @@ pub(super) struct Pool {
     /// Until a connection works again, one caller at a time (holding `probe`) tries;
     /// the others fail at once.
     down: AtomicBool,
+    /// The topology generation `down` was set in: a failover since (a new primary)
+    /// opens the gate to everyone again.
+    down_generation: AtomicU64,
     probe: tokio::sync::Mutex<()>,
     /// Idle connections for blocking reads, reused between takes (with the topology
     /// generation they were made in).
@@ -217,6 +220,7 @@ impl Pool {
             slots: (0..size).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            down_generation: AtomicU64::new(0),
             probe: tokio::sync::Mutex::new(()),
             blocking: Mutex::new(Vec::new()),
             timeout,
@@ -259,6 +263,8 @@ impl Pool {
         let conn = match connected {
             Ok(Ok(conn)) => conn,
             failed => {
+                self.down_generation
+                    .store(self.backend.topology.generation(), Ordering::Relaxed);
                 self.down.store(true, Ordering::Relaxed);
                 return Err(match failed {
                     Ok(Err(e)) => {
@@ -283,6 +289,11 @@ impl Pool {
     /// once. While Redis is up, everyone passes (`None`).
     fn pass_gate(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
         if !self.down.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if self.down_generation.load(Ordering::Relaxed) != self.backend.topology.generation() {
+            // Down was the old primary; the new one is worth trying by everyone.
+            self.down.store(false, Ordering::Relaxed);
             return Ok(None);
         }
         match self.probe.try_lock() {
