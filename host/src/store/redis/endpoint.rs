@@ -257,7 +257,7 @@ fn read_certs(settings: &RedisSettings, tls: bool) -> Result<Option<Certs>, Stri
     if !tls {
         if given {
             return Err(
-                "--redis-ca, --redis-client-cert and --redis-client-key need a rediss URL".into(),
+                "--redis-ca, --redis-client-cert and --redis-client-key need a rediss:// URL (or rediss+sentinel://, rediss+cluster://)".into(),
             );
         }
         return Ok(None);

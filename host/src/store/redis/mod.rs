@@ -352,7 +352,15 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        on_conn!(self.pool, |c| redis::cmd("PING").query_async::<()>(c).await)
+        // On a cluster, PING would go to every primary: one shard down that holds
+        // none of httpsd's keys would make every server unready. Ask the node of
+        // httpsd's slot instead.
+        let ping = if self.pool.backend().topology.mode() == RedisMode::Cluster {
+            redis::cmd("EXISTS").arg(self.keys.queue()).clone()
+        } else {
+            redis::cmd("PING")
+        };
+        on_conn!(self.pool, |c| ping.query_async::<Value>(c).await).map(drop)
     }
 
     fn invalidations(&self) -> Invalidations {

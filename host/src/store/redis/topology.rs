@@ -51,8 +51,10 @@ pub(super) struct Topology {
     master_name: Option<String>,
     primary: Mutex<Option<String>>,
     failovers: AtomicU64,
-    /// The generation: bumped by every failover.
-    generation: watch::Sender<u64>,
+    /// The generation: bumped by every failover. Read on every command (an atomic, not
+    /// the channel's lock); `changed` wakes those who wait for it.
+    generation: AtomicU64,
+    changed: watch::Sender<u64>,
 }
 
 impl Topology {
@@ -63,18 +65,23 @@ impl Topology {
             master_name,
             primary: Mutex::new(None),
             failovers: AtomicU64::new(0),
-            generation: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
         }
+    }
+
+    pub(super) fn mode(&self) -> RedisMode {
+        self.mode
     }
 
     /// The current generation: a connection made in an older one is dropped.
     pub(super) fn generation(&self) -> u64 {
-        *self.generation.borrow()
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Wakes on every failover.
     pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
+        self.changed.subscribe()
     }
 
     /// The last primary seen.
@@ -101,7 +108,8 @@ impl Topology {
         drop(known);
         if failover {
             self.failovers.fetch_add(1, Ordering::Relaxed);
-            self.generation.send_modify(|g| *g += 1);
+            let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            self.changed.send_replace(generation);
         }
         failover
     }
