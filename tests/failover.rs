@@ -437,3 +437,78 @@ fn cluster_over_tls_with_acl_users_follows_a_failover() {
         |old| cluster.lock().unwrap().wait_promoted(slot, old, 60),
     );
 }
+
+/// The rest of a cluster's life: another shard's primary dies (httpsd's primary stays
+/// the same, and it keeps serving once that shard's replica took over), and a reshard
+/// moves httpsd's slot to another primary while a client polls (`ASK` and `TRYAGAIN`
+/// while the keys move, `MOVED` after): every answer stays JSON, cached paths keep
+/// their answers, new paths are served through the new owner, and the process names it.
+#[test]
+fn cluster_follows_a_reshard_and_the_loss_of_another_shard() {
+    let mut cluster = Cluster::start();
+    let url = cluster.url();
+    let slot = cluster.slot_of("{httpsd}");
+    let tree = Tree::new();
+    tree.wasm("hot/static-nodes.wasm", "static-nodes");
+    let server = Httpsd::server(tree.root(), &url, &[]);
+    let _worker = Httpsd::worker(tree.root(), &url, &[]);
+    let served = |target: &str| {
+        eventually(60, "a 200", || {
+            get(server.port, target).ok().filter(|r| r.status == 200)
+        })
+    };
+    let cached: Vec<String> = (0..20).map(|i| format!("{HOT}?n={i}")).collect();
+    for p in &cached {
+        served(p);
+    }
+    let ours = cluster.primary_of_slot(slot);
+
+    // Another shard's primary dies; its replica takes over.
+    let other_slot = (slot + 8192) % 16384;
+    let other = cluster.primary_of_slot(other_slot);
+    assert_ne!(other, ours);
+    cluster.kill(other);
+    cluster.wait_promoted(other_slot, other, 60);
+    served(&format!("{HOT}?after=other-shard"));
+    let ready = get(server.port, "/readyz").unwrap().json();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        ready["redis"]["primary"],
+        format!("127.0.0.1:{ours}"),
+        "{ready}"
+    );
+    assert_eq!(ready["redis"]["failovers"], 0, "{ready}");
+
+    // The reshard, with the cached paths polled between its batches.
+    let to = [0, 5461, 10923, 16383]
+        .map(|s| cluster.primary_of_slot(s))
+        .into_iter()
+        .find(|&p| p != ours)
+        .expect("another primary");
+    let mut answers = Vec::new();
+    cluster.move_slot(slot, to, || {
+        for p in &cached {
+            if let Ok(r) = get(server.port, p) {
+                answers.push((r.status, serde_json::from_slice::<Value>(&r.body).is_ok()));
+            }
+        }
+    });
+    assert!(
+        !answers.is_empty(),
+        "the slot moved in one batch: nothing was polled during it"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(status, json)| *json && (*status == 200 || *status == 503)),
+        "answers during the reshard: {answers:?}"
+    );
+    for p in &cached {
+        served(p);
+    }
+    served(&format!("{HOT}?after=reshard"));
+    eventually(20, "/readyz names the slot's new owner", || {
+        let ready = get(server.port, "/readyz").ok()?.json();
+        (ready["redis"]["primary"] == format!("127.0.0.1:{to}").as_str()).then_some(())
+    });
+}

@@ -479,6 +479,54 @@ impl Cluster {
         })
     }
 
+    /// Moves `slot` and its keys from its primary to the primary on `to_port`, the
+    /// way `redis-cli --cluster reshard` does (IMPORTING/MIGRATING, `MIGRATE` in
+    /// batches, then `SETSLOT NODE` on every primary): while it runs, clients of the
+    /// slot get `ASK` for keys already moved and `TRYAGAIN` for commands spanning both
+    /// sides, and `MOVED` once it is done. `pause` runs between batches, so a test can
+    /// watch clients in the middle. Plain clusters only (`MIGRATE` here sends no
+    /// login).
+    pub fn move_slot(&self, slot: u16, to_port: u16, mut pause: impl FnMut()) {
+        assert!(!self.secured, "move_slot is for plain clusters");
+        let from_port = self.primary_of_slot(slot);
+        assert_ne!(from_port, to_port, "slot {slot} is on {to_port} already");
+        let id = |port: u16| self.node_cmd::<String>(port, &["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from_port), id(to_port));
+        let slot_s = slot.to_string();
+        self.node_cmd::<()>(
+            to_port,
+            &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id],
+        );
+        self.node_cmd::<()>(
+            from_port,
+            &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id],
+        );
+        loop {
+            let keys: Vec<String> =
+                self.node_cmd(from_port, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "20"]);
+            if keys.is_empty() {
+                break;
+            }
+            let to = to_port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            self.node_cmd::<redis::Value>(from_port, &args);
+            pause();
+        }
+        // The new owner first, then the old one, then the rest (as redis-cli does).
+        let mut order = vec![to_port, from_port];
+        order.extend(
+            self.live()
+                .map(|n| n.port)
+                .filter(|p| *p != to_port && *p != from_port),
+        );
+        for port in order {
+            if role(&self.dial, port).is_ok_and(|r| r == "master") {
+                self.node_cmd::<()>(port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+            }
+        }
+    }
+
     /// Runs one command on the node on `port` (secured: as `admin`) and returns its
     /// answer.
     pub fn node_cmd<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
