@@ -253,11 +253,17 @@ impl Pool {
         if let Some(conn) = slot.get(self.backend.topology.generation()) {
             return Ok(conn);
         }
-        let _probing = self.pass_gate()?;
+        let probing = self.pass_gate()?;
         let _refilling = slot.refill.lock().await;
-        // Another caller may have refilled it while this one waited.
+        // Another caller may have refilled it while this one waited, or failed to:
+        // then Redis is down, and this caller does not try again behind it (a
+        // connect to an unreachable host takes the whole timeout; a queue of callers
+        // trying one after the other would wait that long each).
         if let Some(conn) = slot.get(self.backend.topology.generation()) {
             return Ok(conn);
+        }
+        if probing.is_none() && self.pass_gate()?.is_some() {
+            return Err(self.unreachable());
         }
         let connected = tokio::time::timeout(self.timeout, self.pool.dedicated_connection()).await;
         let conn = match connected {
@@ -298,11 +304,15 @@ impl Pool {
         }
         match self.probe.try_lock() {
             Ok(guard) => Ok(Some(guard)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis is unreachable (reconnecting){}",
-                self.last_cause()
-            ))),
+            Err(_) => Err(self.unreachable()),
         }
+    }
+
+    fn unreachable(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "Redis is unreachable (reconnecting){}",
+            self.last_cause()
+        ))
     }
 
     /// A connection of its own for a command blocking up to `wait`: an idle one, or a
