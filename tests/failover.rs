@@ -314,6 +314,31 @@ fn survive_failover(
             .and_then(|v| v.trim().parse::<f64>().ok());
         assert!(failovers >= Some(1.0), "worker failovers: {failovers:?}");
     }
+    // The admin page names the new primary, and the server's local cache is live
+    // again: subscribed on the new primary, it answers hot paths without Redis.
+    let page = get(server.port, "/").unwrap().text();
+    assert!(
+        page.contains("id=\"redis-topology\"") && page.contains(&format!("127.0.0.1:{new_port}")),
+        "the admin page's Redis line"
+    );
+    let local_hits = || {
+        let text = get(server.port, "/metrics").unwrap().text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("httpsd_local_cache_hits_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = local_hits();
+    eventually(
+        20,
+        "hot-path hits from the local cache after the failover",
+        || {
+            for _ in 0..5 {
+                get(server.port, HOT).ok()?;
+            }
+            (local_hits() > before).then_some(())
+        },
+    );
     let after: Vec<&Seen> = log.iter().filter(|s| s.at >= 0.0).collect();
     let served_503 = after.iter().filter(|s| s.status == 503).count();
     let slowest = after.iter().map(|s| s.took).max().unwrap_or_default();
