@@ -440,11 +440,12 @@ impl Metrics {
     }
 
     /// Shows the Redis topology a server or worker uses: `httpsd_redis_failovers_total`
-    /// (changes of the primary this process has seen) and `httpsd_redis_primary{mode,
-    /// address}` = 1 for the primary in use. Registered on the first call (only
-    /// processes on Redis show them); called before each exposition.
-    pub fn redis_topology(&self, topology: &crate::store::RedisTopology) {
-        let (failovers, primary) = self.redis.get_or_init(|| {
+    /// (`failovers`: changes of the primary this process has seen) and
+    /// `httpsd_redis_primary{mode, address}` = 1 for the primary in use. Registered on
+    /// the first call (only processes on Redis show them); called before each
+    /// exposition.
+    pub fn redis_topology(&self, mode: &str, primary: Option<&str>, failovers: u64) {
+        let (failovers_seen, primary_in_use) = self.redis.get_or_init(|| {
             (
                 plain_counter(
                     &self.registry,
@@ -459,17 +460,14 @@ impl Metrics {
                 ),
             )
         });
-        let seen = failovers.get();
-        if topology.failovers > seen {
-            failovers.inc_by(topology.failovers - seen);
+        let (counter, gauge) = (failovers_seen, primary_in_use);
+        let seen = counter.get();
+        if failovers > seen {
+            counter.inc_by(failovers - seen);
         }
-        primary.reset();
-        if let Some(address) = &topology.primary {
-            let mode = serde_json::to_value(topology.mode)
-                .ok()
-                .and_then(|m| m.as_str().map(str::to_string))
-                .unwrap_or_default();
-            primary.with_label_values(&[mode.as_str(), address]).set(1);
+        gauge.reset();
+        if let Some(address) = primary {
+            gauge.with_label_values(&[mode, address]).set(1);
         }
     }
 

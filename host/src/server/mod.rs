@@ -224,8 +224,8 @@ async fn metrics<S: Store>(
 
 /// `/metrics`, with the queue gauges read from the store just before.
 pub async fn metrics_response<S: Store>(store: &S, metrics: &Metrics) -> Response {
-    if let Some(topology) = store.redis_topology() {
-        metrics.redis_topology(&topology);
+    if let Some(t) = store.redis_topology() {
+        metrics.redis_topology(t.mode.as_str(), t.primary.as_deref(), t.failovers);
     }
     match store.queue_lengths().await {
         Ok((pending, processing)) => {

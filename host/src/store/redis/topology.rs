@@ -27,6 +27,17 @@ pub enum RedisMode {
     Cluster,
 }
 
+impl RedisMode {
+    /// The name `/readyz` and the metrics' `mode` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Sentinel => "sentinel",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+}
+
 /// What `/readyz`, `/metrics` and the admin page say about Redis.
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisTopology {
@@ -141,5 +152,13 @@ mod tests {
         let seen = t.snapshot();
         assert_eq!(seen.failovers, 1);
         assert_eq!(seen.primary.as_deref(), Some("10.0.0.2:6379"));
+    }
+
+    #[test]
+    fn readyz_and_the_metrics_name_modes_alike() {
+        for mode in [RedisMode::Single, RedisMode::Sentinel, RedisMode::Cluster] {
+            let json = serde_json::to_value(mode).unwrap_or_default();
+            assert_eq!(json, mode.as_str());
+        }
     }
 }
