@@ -19,8 +19,8 @@ use support::{Cluster, Httpsd, SentinelGroup, Tree, eventually, get};
 const LEASE: Duration = Duration::from_secs(15);
 /// Paths with a job in flight at the kill.
 const PATHS: usize = 200;
-/// Each job sleeps this long in its generator, so most of the 200 are still queued or
-/// running when the primary dies (two workers of four slots take about 6 s for all).
+/// Each job sleeps this long in its generator (two workers of four slots take about
+/// 6 s for all 200).
 const JOB_MS: u32 = 250;
 /// The slowest answer allowed at any moment: the Redis timeout (2 s) with room. A
 /// server that waited out the failover would take far longer.
@@ -205,7 +205,12 @@ fn survive_failover(
         }
         let _stop = StopOnDrop(&stop);
         // The 200 jobs go in, eight requests at a time (some clients' polls enqueue
-        // them first), then the kill.
+        // them first), while the workers are paused (SIGSTOP), so none is done before
+        // the kill; the workers go on, take their first jobs, and the primary dies
+        // with all 200 queued or running.
+        for w in &workers {
+            w.signal("STOP");
+        }
         std::thread::scope(|enqueue| {
             for first in 0..8 {
                 enqueue.spawn(move || {
@@ -221,6 +226,10 @@ fn survive_failover(
                 });
             }
         });
+        for w in &workers {
+            w.signal("CONT");
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let in_flight = jobs_in_flight(server.port);
         let old_port = kill();
         let killed = Instant::now();
