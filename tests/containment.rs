@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Httpsd, RedisServer, Tree, eventually, get};
+use support::{Httpsd, RedisServer, Tree, eventually, get, sample};
 
 /// How a threat must end.
 #[derive(Debug, Clone, Copy)]
@@ -605,14 +605,6 @@ fn reloads_once_per_cooldown_cannot_starve_a_slow_path_in_a_fleet() {
     );
     let _worker = Httpsd::worker(tree.root(), &redis.url(), &[]);
     reloads_cannot_starve(server.port);
-}
-
-/// The value of one sample in a Prometheus text exposition.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Many distinct parameter sets, asked faster than they run: the embedded store keeps

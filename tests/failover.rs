@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{Cluster, Httpsd, SentinelGroup, Tree, eventually, get};
+use support::{Cluster, Httpsd, SentinelGroup, Tree, eventually, get, sample};
 
 /// The fleet's job lease: the bound on how long after the promotion a path may stay
 /// unserved.
@@ -317,11 +317,8 @@ fn survive_failover(
             ))
             .then_some(text)
         });
-        let failovers = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("httpsd_redis_failovers_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        assert!(failovers >= Some(1.0), "worker failovers: {failovers:?}");
+        let failovers = sample(&metrics, "httpsd_redis_failovers_total");
+        assert!(failovers >= 1.0, "worker failovers: {failovers}");
     }
     // The admin page names the new primary, and the server's local cache is live
     // again: subscribed on the new primary, it answers hot paths without Redis.
@@ -332,10 +329,7 @@ fn survive_failover(
     );
     let local_hits = || {
         let text = get(server.port, "/metrics").unwrap().text();
-        text.lines()
-            .find_map(|l| l.strip_prefix("httpsd_local_cache_hits_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        sample(&text, "httpsd_local_cache_hits_total")
     };
     let before = local_hits();
     eventually(
@@ -384,12 +378,7 @@ fn cluster_failover_under_load_loses_no_path() {
     let slot = cluster.lock().unwrap().slot_of("{httpsd}");
     let times = survive_failover(
         &url,
-        || {
-            let mut c = cluster.lock().unwrap();
-            let old = c.primary_of_slot(slot);
-            c.kill(old);
-            old
-        },
+        || cluster.lock().unwrap().kill_primary_of(slot),
         |old| cluster.lock().unwrap().wait_promoted(slot, old, 60),
     );
     println!(
@@ -462,12 +451,7 @@ fn cluster_over_tls_with_acl_users_follows_a_failover() {
     secured_fleet_follows_a_failover(
         &url,
         &certs.ca,
-        || {
-            let mut c = cluster.lock().unwrap();
-            let old = c.primary_of_slot(slot);
-            c.kill(old);
-            old
-        },
+        || cluster.lock().unwrap().kill_primary_of(slot),
         |old| cluster.lock().unwrap().wait_promoted(slot, old, 60),
     );
 }

@@ -445,7 +445,7 @@ impl Metrics {
     /// the first call (only processes on Redis show them); called before each
     /// exposition.
     pub fn redis_topology(&self, mode: &str, primary: Option<&str>, failovers: u64) {
-        let (failovers_seen, primary_in_use) = self.redis.get_or_init(|| {
+        let (counter, gauge) = self.redis.get_or_init(|| {
             (
                 plain_counter(
                     &self.registry,
@@ -460,7 +460,6 @@ impl Metrics {
                 ),
             )
         });
-        let (counter, gauge) = (failovers_seen, primary_in_use);
         let seen = counter.get();
         if failovers > seen {
             counter.inc_by(failovers - seen);

@@ -164,6 +164,14 @@ pub use redis_server::RedisServer;
 #[allow(unused_imports)]
 pub use redis_topology::{Cluster, SentinelGroup};
 
+/// The value of one sample in a Prometheus text exposition (0 when it is absent).
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` seconds with
 /// `what` (the tests wait on real processes; a bound turns a hang into a failure).
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

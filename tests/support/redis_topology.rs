@@ -193,12 +193,7 @@ impl SentinelGroup {
     /// `rediss+` (TLS to sentinels and data nodes), [`HTTPSD_USER`] for the data nodes
     /// before the `@`, and the sentinels' password in the query.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
-        let (hosts, name) = (hosts.join(","), &self.master_name);
+        let (hosts, name) = (hosts(&self.sentinels), &self.master_name);
         if self.secured {
             format!(
                 "rediss+sentinel://{HTTPSD_USER}:{HTTPSD_PASSWORD}@{hosts}/{name}/0\
@@ -391,12 +386,7 @@ impl Cluster {
     /// The URL for httpsd: every node as a seed. Secured: `rediss+` and
     /// [`HTTPSD_USER`].
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let hosts = hosts.join(",");
+        let hosts = hosts(&self.nodes);
         if self.secured {
             format!("rediss+cluster://{HTTPSD_USER}:{HTTPSD_PASSWORD}@{hosts}")
         } else {
@@ -432,6 +422,14 @@ impl Cluster {
             }
         }
         panic!("no live node answered CLUSTER KEYSLOT {key:?}: {errors:?}")
+    }
+
+    /// SIGKILLs the primary serving `slot` (see [`kill`](Self::kill)) and returns its
+    /// port.
+    pub fn kill_primary_of(&mut self, slot: u16) -> u16 {
+        let port = self.primary_of_slot(slot);
+        self.kill(port);
+        port
     }
 
     /// SIGKILLs the node on `port` (a crash, not a shutdown). It is not restarted.
@@ -810,6 +808,15 @@ fn slot_primary(dial: &Dial, port: u16, slot: u16) -> redis::RedisResult<Option<
         }
     }
     Ok(None)
+}
+
+/// `127.0.0.1:<port>` of each of `nodes`, comma-separated: the hosts of a URL.
+fn hosts(nodes: &[Node]) -> String {
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    hosts.join(",")
 }
 
 /// The first word of `ROLE` ("master", "slave" or "sentinel").

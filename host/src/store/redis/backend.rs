@@ -167,11 +167,9 @@ impl Backend {
                     .await
             }
             Kind::Sentinel(s) => s.connect(&self.topology, config).await,
-            Kind::Cluster(s, _) => {
-                let addr = s.primary().await?;
-                self.topology.observe(&addr.to_string());
-                s.nodes
-                    .client(&addr)?
+            Kind::Cluster(..) => {
+                self.primary_client()
+                    .await?
                     .get_multiplexed_async_connection_with_config(config)
                     .await
             }
@@ -182,18 +180,12 @@ impl Backend {
     /// its own).
     pub(super) async fn primary_client(&self) -> RedisResult<Client> {
         self.watch();
-        match &self.kind {
-            Kind::Single(client) => Ok(Client::clone(client)),
-            Kind::Sentinel(s) => {
-                let addr = s.primary().await?;
-                self.topology.observe(&addr.to_string());
-                s.nodes.client(&addr)
-            }
-            Kind::Cluster(s, _) => {
-                let addr = s.primary().await?;
-                self.topology.observe(&addr.to_string());
-                s.nodes.client(&addr)
-            }
-        }
+        let (addr, nodes) = match &self.kind {
+            Kind::Single(client) => return Ok(Client::clone(client)),
+            Kind::Sentinel(s) => (s.primary().await?, &s.nodes),
+            Kind::Cluster(s, _) => (s.primary().await?, &s.nodes),
+        };
+        self.topology.observe(&addr.to_string());
+        nodes.client(&addr)
     }
 }

@@ -38,6 +38,9 @@ macro_rules! on_conn {
 }
 pub(super) use on_conn;
 
+/// `Pool::down_in` while Redis is reachable (no generation reaches it).
+const UP: u64 = u64::MAX;
+
 /// A pooled connection that remembers whether it failed at the connection level, and
 /// the topology generation it was made in (a failover since makes it stale).
 /// Cloning shares the connection (redis-rs multiplexes the clones' commands on it).
@@ -177,13 +180,12 @@ pub(super) struct Pool {
     /// A slot whose connection broke is refilled (one caller at a time: `refill`).
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
-    /// The outage gate. Set when getting a connection failed: Redis is unreachable.
-    /// Until a connection works again, one caller at a time (holding `probe`) tries;
-    /// the others fail at once.
-    down: AtomicBool,
-    /// The topology generation `down` was set in: a failover since (a new primary)
-    /// opens the gate to everyone again.
-    down_generation: AtomicU64,
+    /// The outage gate: the topology generation in which getting a connection failed
+    /// ([`UP`] when the last attempt worked). While it is the current generation,
+    /// Redis is unreachable: until a connection works again, one caller at a time
+    /// (holding `probe`) tries, and the others fail at once. A failover since (a new
+    /// primary) opens the gate to everyone again.
+    down_in: AtomicU64,
     probe: tokio::sync::Mutex<()>,
     /// Idle connections for blocking reads, reused between takes (with the topology
     /// generation they were made in).
@@ -219,8 +221,7 @@ impl Pool {
             pool,
             slots: (0..size).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
-            down: AtomicBool::new(false),
-            down_generation: AtomicU64::new(0),
+            down_in: AtomicU64::new(UP),
             probe: tokio::sync::Mutex::new(()),
             blocking: Mutex::new(Vec::new()),
             timeout,
@@ -269,9 +270,8 @@ impl Pool {
         let conn = match connected {
             Ok(Ok(conn)) => conn,
             failed => {
-                self.down_generation
+                self.down_in
                     .store(self.backend.topology.generation(), Ordering::Relaxed);
-                self.down.store(true, Ordering::Relaxed);
                 return Err(match failed {
                     Ok(Err(e)) => {
                         tracing::warn!("redis connection failed: {e}");
@@ -285,7 +285,7 @@ impl Pool {
                 });
             }
         };
-        self.down.store(false, Ordering::Relaxed);
+        self.down_in.store(UP, Ordering::Relaxed);
         *lock(&slot.conn) = Some(conn.clone());
         Ok(conn)
     }
@@ -294,12 +294,8 @@ impl Pool {
     /// gets the probe's guard (held until its attempt ends), the others an error at
     /// once. While Redis is up, everyone passes (`None`).
     fn pass_gate(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
-        if !self.down.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        if self.down_generation.load(Ordering::Relaxed) != self.backend.topology.generation() {
-            // Down was the old primary; the new one is worth trying by everyone.
-            self.down.store(false, Ordering::Relaxed);
+        // Up, or down was the old primary (the new one is worth trying by everyone).
+        if self.down_in.load(Ordering::Relaxed) != self.backend.topology.generation() {
             return Ok(None);
         }
         match self.probe.try_lock() {
